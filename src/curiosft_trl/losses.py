@@ -1,0 +1,137 @@
+"""The CurioSFT token loss and the baselines it is compared with, as pure tensor functions.
+
+No trainer, config or I/O in here: the trainer calls these, and so do the tests and the benchmark.
+Notation (spec, "The loss"): `z` teacher logits at temperature 1, `y` gold token, `l = log pi_theta(y)` the
+student log-prob, `tau` the per-token teacher temperature, `q = log softmax(z / tau)[y]`.
+
+    L_t = -l_t + kd_coef * 0.5 * (l_t - q_t)^2        dL/dl_t = -(1 - (l_t - q_t))
+"""
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of `softmax(logits)`: `(..., V) -> (...)`, computed in the input's dtype."""
+    log_p = F.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def entropy_guided_temperature(
+    teacher_logits: torch.Tensor,
+    *,
+    tau_min: float = 1.1,
+    tau_max: float = 1.5,
+    top_k: int = 512,
+    entropy_pivot: float = 1.2,
+    entropy_slope: float = 2.0,
+    max_entropy_increment: float = 0.5,
+    num_iterations: int = 20,
+    low_entropy_threshold: float = 0.03,
+) -> torch.Tensor:
+    """Entropy-Guided Temperature Selection: teacher logits `(..., V)` at temperature 1 -> tau `(...)` (float32).
+
+    1. `H` = entropy of the renormalised top-`top_k` logits;
+    2. target `H* = H + max_entropy_increment * sigmoid(entropy_slope * (H - entropy_pivot))`;
+    3. bisect `H_K(z / tau) = H*` on `[tau_min, tau_max]` (entropy rises with tau, so the root is unique),
+       clamping to an end when the target is out of reach;
+    4. `tau = tau_min` where the full-vocabulary entropy is `<= low_entropy_threshold`.
+    """
+    if tau_min > tau_max:
+        raise ValueError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
+    logits = teacher_logits.detach()
+    # The bisection runs on at most `top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
+    # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows).
+    top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values.double()  # (..., K)
+    entropy_k = entropy_from_logits(top)
+    target = entropy_k + max_entropy_increment * torch.sigmoid(entropy_slope * (entropy_k - entropy_pivot))
+
+    def entropy_at(tau: torch.Tensor) -> torch.Tensor:
+        return entropy_from_logits(top / tau.unsqueeze(-1))
+
+    lo = torch.full_like(entropy_k, tau_min)
+    hi = torch.full_like(entropy_k, tau_max)
+    for _ in range(num_iterations):
+        mid = (lo + hi) / 2
+        below = entropy_at(mid) < target
+        lo = torch.where(below, mid, lo)
+        hi = torch.where(below, hi, mid)
+    tau = (lo + hi) / 2
+    tau = torch.where(entropy_at(lo.new_full((), tau_min).expand_as(lo)) >= target, tau_min, tau)
+    tau = torch.where(entropy_at(hi.new_full((), tau_max).expand_as(hi)) <= target, tau_max, tau)
+    full_entropy = entropy_from_logits(logits.float())
+    tau = torch.where(full_entropy <= low_entropy_threshold, tau_min, tau)
+    return tau.float()
+
+
+def teacher_gold_logprobs(
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    fixed_tau: float | None = None,
+    **temperature_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher side of the loss: `(..., V), (...) -> (q (...), tau (...), teacher entropy (...))`, no gradient.
+
+    `q = log softmax(z / tau)[y]` over the full vocabulary, with tau from `entropy_guided_temperature`, or the
+    constant `fixed_tau` (the fixed-temperature ablation). Labels equal to -100 read token 0 (mask them after).
+    """
+    with torch.no_grad():
+        logits = teacher_logits.detach().float()
+        if fixed_tau is None:
+            tau = entropy_guided_temperature(logits, **temperature_kwargs)
+        else:
+            tau = logits.new_full(logits.shape[:-1], float(fixed_tau))
+        log_q = F.log_softmax(logits / tau.unsqueeze(-1), dim=-1)
+        q = log_q.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return q, tau, entropy_from_logits(logits)
+
+
+def curiosft_loss_from_logprobs(
+    student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, kd_coef: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`L = -l + kd_coef * 0.5 * (l - q)^2` elementwise -> `(per-token loss, distillation term)`, same shape.
+
+    The distillation term is the "k2" estimate of KL on the gold token only, not a full-vocabulary KL.
+    """
+    distill = 0.5 * (student_logprobs - teacher_logprobs.detach()) ** 2
+    return -student_logprobs + kd_coef * distill, distill
+
+
+def curiosft_per_token_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kd_coef: float = 1.0,
+    **temperature_kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CurioSFT per-token loss: `(..., V), (..., V), (...) -> (per_token_loss (...), tau (...))`.
+
+    Positions whose label is -100 get a zero loss. Gradient flows into `student_logits` only.
+    """
+    mask = labels != IGNORE_INDEX
+    log_p = F.log_softmax(student_logits.float(), dim=-1)
+    l = log_p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    q, tau, _ = teacher_gold_logprobs(teacher_logits, labels, **temperature_kwargs)
+    loss, _ = curiosft_loss_from_logprobs(l, q, kd_coef)
+    return loss * mask, tau
+
+
+def entropy_regularized_loss(
+    student_logprobs: torch.Tensor, student_entropy: torch.Tensor, coef: float
+) -> torch.Tensor:
+    """SFT + entropy bonus: `L = -l - coef * H` elementwise; coef > 0 *raises* entropy (minimising -H)."""
+    return -student_logprobs - coef * student_entropy
+
+
+def top_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Boolean mask of the top-`ratio` fraction of the valid (`mask`) positions by entropy (at least one)."""
+    valid = entropy.detach()[mask]
+    if valid.numel() == 0:
+        return torch.zeros_like(mask)
+    k = max(1, int(round(ratio * valid.numel())))
+    threshold = valid.topk(k).values[-1]
+    return mask & (entropy.detach() >= threshold)

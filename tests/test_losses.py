@@ -1,0 +1,140 @@
+"""The CurioSFT rule (spec, "The loss") against an independent float64 evaluation, and its properties."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from curiosft_trl.losses import (
+    curiosft_loss_from_logprobs,
+    curiosft_per_token_loss,
+    entropy_guided_temperature,
+    top_entropy_mask,
+)
+
+SPEC = dict(tau_min=1.1, tau_max=1.5, top_k=512, pivot=1.2, slope=2.0, inc=0.5, iters=20, low=0.03)
+
+
+def _entropy64(z: np.ndarray) -> float:
+    z = z - z.max()
+    p = np.exp(z) / np.exp(z).sum()
+    nz = p > 0
+    return float(-(p[nz] * np.log(p[nz])).sum())
+
+
+def reference_tau(z: np.ndarray, s=SPEC) -> float:
+    """The spec, one row at a time, in float64."""
+    z = z.astype(np.float64)
+    top = np.sort(z)[::-1][: s["top_k"]]
+    h = _entropy64(top)
+    target = h + s["inc"] / (1 + math.exp(-s["slope"] * (h - s["pivot"])))
+    if _entropy64(z) <= s["low"]:
+        return s["tau_min"]
+    if _entropy64(top / s["tau_min"]) >= target:
+        return s["tau_min"]
+    if _entropy64(top / s["tau_max"]) <= target:
+        return s["tau_max"]
+    lo, hi = s["tau_min"], s["tau_max"]
+    for _ in range(60):  # to machine precision: the exact root
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _entropy64(top / mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def reference_loss(zs: np.ndarray, zt: np.ndarray, y: int, kd=1.0) -> tuple[float, float]:
+    tau = reference_tau(zt)
+    ls = zs.astype(np.float64) - zs.max()
+    l = ls[y] - math.log(np.exp(ls).sum())
+    qt = zt.astype(np.float64) / tau
+    qt = qt - qt.max()
+    q = qt[y] - math.log(np.exp(qt).sum())
+    return -l + kd * 0.5 * (l - q) ** 2, tau
+
+
+def _logits(shape, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).float()
+
+
+@pytest.mark.parametrize("vocab", [7, 300, 512, 2000])
+@pytest.mark.parametrize("scale", [0.01, 0.5, 2.0, 8.0, 40.0])
+def test_tau_matches_float64_reference(vocab, scale):
+    z = _logits((3, 4, vocab), scale, seed=vocab + int(scale * 10))
+    tau = entropy_guided_temperature(z)
+    assert tau.shape == (3, 4) and tau.dtype == torch.float32
+    ref = np.array([reference_tau(row) for row in z.reshape(-1, vocab).numpy()]).reshape(3, 4)
+    np.testing.assert_allclose(tau.numpy(), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("vocab", [5, 700])
+@pytest.mark.parametrize("scale", [0.1, 3.0, 30.0])
+def test_loss_matches_float64_reference(vocab, scale):
+    zs, zt = _logits((2, 3, vocab), scale, 1), _logits((2, 3, vocab), scale, 2)
+    y = torch.randint(0, vocab, (2, 3), generator=torch.Generator().manual_seed(3))
+    loss, tau = curiosft_per_token_loss(zs, zt, y)
+    for idx in np.ndindex(2, 3):
+        ref_loss, ref_tau = reference_loss(zs[idx].numpy(), zt[idx].numpy(), int(y[idx]))
+        assert loss[idx].item() == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+        assert tau[idx].item() == pytest.approx(ref_tau, rel=1e-5)
+
+
+def test_tau_within_bounds_and_both_ends_reached():
+    z = torch.cat([_logits((200, 1000), s, i) for i, s in enumerate([0.05, 1.0, 3.0, 10.0])])
+    tau = entropy_guided_temperature(z)
+    assert (tau >= 1.1).all() and (tau <= 1.5).all()
+    assert (tau == 1.5).any(), "a target out of reach clamps to tau_max"
+    assert ((tau > 1.1) & (tau < 1.5)).any(), "interior roots exist"
+
+
+def test_tau_is_tau_min_where_full_entropy_below_threshold():
+    z = torch.zeros(4, 600)
+    z[:, 3] = 30.0  # full entropy ~ 600 * e^-30 * 30: far below 0.03
+    z[2:, :] = torch.randn(2, 600)  # two flat rows, for contrast
+    tau = entropy_guided_temperature(z)
+    assert tau[:2].tolist() == [pytest.approx(1.1), pytest.approx(1.1)]
+    assert (tau[2:] > 1.1).all()
+
+
+def test_custom_constants_are_honoured():
+    z = _logits((50, 300), 2.0, 7)
+    tau = entropy_guided_temperature(z, tau_min=0.5, tau_max=3.0, top_k=20, num_iterations=30)
+    ref = [reference_tau(r, {**SPEC, "tau_min": 0.5, "tau_max": 3.0, "top_k": 20}) for r in z.numpy()]
+    np.testing.assert_allclose(tau.numpy(), ref, rtol=1e-5)
+
+
+def test_tau_min_above_tau_max_is_an_error():
+    with pytest.raises(ValueError, match="tau_min"):
+        entropy_guided_temperature(torch.zeros(2, 5), tau_min=1.6, tau_max=1.5)
+
+
+def test_gradient_wrt_student_logprob_is_reweighted_nll():
+    l = torch.log(torch.rand(100, dtype=torch.float64)).requires_grad_()
+    q = torch.log(torch.rand(100, dtype=torch.float64))
+    loss, _ = curiosft_loss_from_logprobs(l, q)
+    loss.sum().backward()
+    torch.testing.assert_close(l.grad, -(1 - (l.detach() - q)))
+
+
+def test_learning_stops_once_student_exceeds_e_times_teacher():
+    q = torch.tensor([-2.0], dtype=torch.float64)
+    l = (q + 1.0).requires_grad_()  # pi = e * q_tau
+    curiosft_loss_from_logprobs(l, q)[0].sum().backward()
+    assert l.grad.abs().item() < 1e-12
+
+
+def test_ignored_positions_have_zero_loss_and_no_gradient():
+    zs = _logits((2, 5, 30), 1.0, 0).requires_grad_()
+    y = torch.tensor([[1, 2, -100, 4, -100], [-100, -100, 3, 3, 3]])
+    loss, _ = curiosft_per_token_loss(zs, _logits((2, 5, 30), 1.0, 1), y)
+    assert (loss[y == -100] == 0).all() and (loss[y != -100] != 0).all()
+    loss.sum().backward()
+    assert (zs.grad[y == -100] == 0).all()
+
+
+def test_top_entropy_mask_selects_the_highest_ratio():
+    entropy = torch.arange(10.0).reshape(2, 5)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 4] = False  # the largest entropy is padding: never selected
+    top = top_entropy_mask(entropy, mask, ratio=0.2)
+    assert top.sum() == 2 and top[1, 3] and top[1, 2] and not top[1, 4]
