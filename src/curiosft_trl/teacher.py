@@ -1,0 +1,74 @@
+"""The CurioSFT teacher: a frozen copy of the model, synced toward the student, saved with every checkpoint.
+
+Syncing is TRL's `SyncRefModelCallback` (TR-DPO semantics: every `ref_model_sync_steps` optimizer steps,
+`theta_T <- (1 - alpha) * theta_T + alpha * theta_S`), which already gathers ZeRO-3 parameters. What TRL does not
+do, and the authors' code does not either, is keep the teacher across a restart: `save_teacher` /
+`load_teacher` write it to `checkpoint-N/teacher/` so that a resumed run continues with the same teacher.
+"""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+TEACHER_DIR = "teacher"
+TEACHER_WEIGHTS = "model.safetensors"
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode, no gradients: the teacher is only ever read."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _gathered(param: torch.nn.Parameter, modifier_rank: int | None = None):
+    """Under ZeRO-3, a context in which `param` holds its full value (rank 0's writes are broadcast on exit)."""
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([param], modifier_rank=modifier_rank)
+
+
+def teacher_state(teacher: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Full, CPU copies of the teacher's parameters, by name (tied weights once). Every rank must call it."""
+    state = {}
+    for name, p in teacher.named_parameters():
+        with _gathered(p):
+            state[name] = p.detach().to("cpu", copy=True).contiguous()
+    return state
+
+
+def save_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, is_main_process: bool) -> None:
+    """Write the teacher's weights to `checkpoint_dir/teacher/model.safetensors` (atomically, by rename)."""
+    state = teacher_state(teacher)
+    if not is_main_process:
+        return
+    out = Path(checkpoint_dir) / TEACHER_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (TEACHER_WEIGHTS + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.replace(out / TEACHER_WEIGHTS)
+
+
+def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path) -> None:
+    """Restore the teacher saved by `save_teacher`; a checkpoint without one is an error, not a silent re-init."""
+    path = Path(checkpoint_dir) / TEACHER_DIR / TEACHER_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: this checkpoint has no CurioSFT teacher, so resuming from it would silently restart "
+            "the teacher from the student. Resume from a checkpoint written by CurioSFTTrainer, or start fresh."
+        )
+    state = load_file(str(path))
+    params = dict(teacher.named_parameters())
+    if set(state) != set(params):
+        raise ValueError(f"{path} does not match the model: differing keys {sorted(set(state) ^ set(params))[:5]}")
+    with torch.no_grad():
+        for name, p in params.items():
+            with _gathered(p, modifier_rank=0):
+                if not is_deepspeed_zero3_enabled() or torch.distributed.get_rank() == 0:
+                    p.copy_(state[name].to(p.device, p.dtype))

@@ -1,0 +1,208 @@
+"""The tiny *base* model: the untrained tiny Qwen2, pretrained for ~2 CPU-minutes on traces in every order.
+
+It plays the role Qwen2.5-Math plays in the paper: it already knows the task loosely (and, having seen all
+orders, is uncertain at the choice points), but it still makes arithmetic slips on long sums, leaving
+headroom for SFT and RL. Built once and cached:
+
+    python -m curiosft_trl.tiny.base          # builds ~/.cache/curiosft_trl/tiny-base-v1, prints time and quality
+"""
+
+import math
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from curiosft_trl.prompts import prompt_messages
+from curiosft_trl.tiny.model import build_tiny_model
+from curiosft_trl.tiny.task import (
+    LEVELS,
+    TINY_SYSTEM_PROMPT,
+    answer_text,
+    generate_problem,
+    make_split,
+    solve,
+    split_of,
+    write_jsonl,
+)
+from curiosft_trl.prompts import think_completion
+
+CACHE_ENV = "CURIOSFT_TINY_CACHE"
+DEFAULT_CACHE = Path("~/.cache/curiosft_trl/tiny-base-v1")
+COMPLETE_MARKER = "COMPLETE"
+# Pretraining schedule: STEPS x BATCH_SIZE x BLOCK_SIZE tokens, sized to ~2-3 minutes on 2 CPU cores.
+SEED, STEPS, BATCH_SIZE, BLOCK_SIZE, LR, WARMUP = 0, 600, 16, 256, 3e-3, 30
+DATA_SEEDS = {"sft_train": 1, "rl_train": 2, "test": 3}
+DATA_SIZES = {"sft_train": 2000, "rl_train": 2000, "test": 200}
+
+
+def conversation(tokenizer, problem: str, solution: str | None = None) -> str:
+    """The chat-template text of `[system, user(, assistant)]`; without a solution, the generation prompt."""
+    messages = prompt_messages(problem, TINY_SYSTEM_PROMPT)
+    if solution is None:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": solution}], tokenize=False)
+
+
+def pretraining_stream(tokenizer, n_tokens: int, seed: int) -> torch.Tensor:
+    """`(n_tokens,)` ids: whole conversations with diverse-order traces on train-split problems, back to back.
+
+    Problems repeat (the level-1 space is small) but test-split problems never appear.
+    """
+    rng = random.Random(seed)
+    ids: list[int] = []
+    while len(ids) < n_tokens:
+        row = generate_problem(rng, rng.choice(LEVELS))
+        if split_of(row["problem"]) != "train":
+            continue
+        solution = think_completion(solve(row, rng, "diverse"), answer_text(row["answer"]))
+        ids += tokenizer(conversation(tokenizer, row["problem"], solution), add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids[:n_tokens])
+
+
+def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED) -> list[float]:
+    """Causal-LM pretraining on packed `(BATCH_SIZE, BLOCK_SIZE)` blocks with AdamW; returns the loss curve.
+
+    Loss on every token: the prompt tokens are nearly free to learn and packing keeps every position useful.
+    """
+    torch.manual_seed(seed)
+    blocks = pretraining_stream(tokenizer, steps * BATCH_SIZE * BLOCK_SIZE, seed).view(steps, BATCH_SIZE, BLOCK_SIZE)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01, betas=(0.9, 0.95))
+    # Linear warmup then cosine decay to 10% of LR.
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    )
+    model.train()
+    losses = []
+    for step in range(steps):
+        loss = model(input_ids=blocks[step], labels=blocks[step]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def default_cache_dir() -> Path:
+    """`$CURIOSFT_TINY_CACHE`, else `~/.cache/curiosft_trl/tiny-base-v1`."""
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+def ensure_tiny_base(cache_dir: str | Path | None = None, *, force: bool = False) -> Path:
+    """The tiny base model's directory (AutoModelForCausalLM/AutoTokenizer-loadable), built if not cached.
+
+    The build happens in a temporary sibling directory that is renamed into place with the
+    `COMPLETE` marker inside, so an interrupted build never leaves a half-written cache.
+    """
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if (cache_dir / COMPLETE_MARKER).exists() and not force:
+        return cache_dir
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.tmp-", dir=cache_dir.parent))
+    try:
+        build_tiny_model(tmp, seed=SEED)
+        model = AutoModelForCausalLM.from_pretrained(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(tmp)
+        losses = pretrain(model, tokenizer)
+        model.save_pretrained(tmp)
+        (tmp / COMPLETE_MARKER).write_text(f"steps={len(losses)} final_loss={losses[-1]:.4f}\n")
+        if cache_dir.exists():
+            shutil.rmtree(cache_dir)
+        os.replace(tmp, cache_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache_dir
+
+
+def ensure_tiny_data(data_dir: str | Path) -> dict[str, Path]:
+    """Write (if missing) the tiny default's `sft_train.jsonl` (canonical traces), `rl_train.jsonl`, `test.jsonl`."""
+    data_dir = Path(data_dir)
+    paths = {}
+    for name, seed in DATA_SEEDS.items():
+        path = paths[name] = data_dir / f"{name}.jsonl"
+        if not path.exists():
+            split = "test" if name == "test" else "train"
+            write_jsonl(make_split(split, DATA_SIZES[name], seed, "canonical"), path)
+    return paths
+
+
+_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+
+
+def boxed_answer(text: str) -> str | None:
+    """The content of the last `\\boxed{}` after the last `</think>` (None if absent)."""
+    found = _BOXED.findall(text.split("</think>")[-1])
+    return found[-1].strip() if found else None
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 160) -> dict[int, float]:
+    """Greedy-decoding accuracy per level on `rows` (`{problem, answer, level}`)."""
+    tokenizer.padding_side = "left"
+    prompts = [conversation(tokenizer, r["problem"]) for r in rows]
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens)
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    correct: dict[int, list[bool]] = {}
+    for row, text in zip(rows, texts):
+        correct.setdefault(row["level"], []).append(boxed_answer(text) == row["answer"])
+    return {level: sum(c) / len(c) for level, c in sorted(correct.items())}
+
+
+@torch.no_grad()
+def choice_point_entropy(model, tokenizer, rows: list[dict], seed: int = 0) -> dict[str, float]:
+    """Mean next-token entropy (nats) at choice points vs. at computed digits, teacher-forced on diverse traces.
+
+    Choice point: the first token of a product line while >= 2 products remain (which term comes next).
+    Arithmetic: the digits after each `= ` (forced by the line's operands).
+    """
+    rng = random.Random(seed)
+    sums = {"choice": [], "arithmetic": []}
+    for row in rows:
+        reasoning = solve(row, rng, "diverse")
+        text = conversation(tokenizer, row["problem"], think_completion(reasoning, answer_text(row["answer"])))
+        start = text.index(reasoning)
+        n_terms = reasoning.count("*")
+        lines = reasoning.split("\n")
+        offsets, pos = {"choice": [], "arithmetic": []}, start
+        for i, line in enumerate(lines):
+            if i < n_terms - 1:
+                offsets["choice"].append(pos)
+            eq = line.index("= ") + 2
+            offsets["arithmetic"] += range(pos + eq, pos + len(line))
+            pos += len(line) + 1
+        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+        tok_at = {s: t for t, (s, _) in enumerate(enc["offset_mapping"])}
+        logits = model(input_ids=torch.tensor([enc["input_ids"]])).logits[0]  # (T, V)
+        entropy = -(logits.log_softmax(-1) * logits.softmax(-1)).sum(-1)  # (T,)
+        for kind, chars in offsets.items():
+            # The token at position t is predicted by the logits at t - 1.
+            sums[kind] += [entropy[tok_at[c] - 1].item() for c in chars if c in tok_at]
+    return {kind: sum(v) / len(v) for kind, v in sums.items()}
+
+
+def main() -> None:
+    """Build (or rebuild with `--force`) the cached tiny base and report build time, accuracy and entropies."""
+    import sys
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    t0 = time.time()
+    path = ensure_tiny_base(force="--force" in sys.argv)
+    print(f"tiny base at {path}  (ensure_tiny_base took {time.time() - t0:.1f}s)")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    rows = make_split("test", 200, DATA_SEEDS["test"])
+    print("greedy accuracy per level:", greedy_accuracy(model, tokenizer, rows))
+    print("mean entropy (nats):", choice_point_entropy(model, tokenizer, rows[:100]))
+
+
+if __name__ == "__main__":
+    main()

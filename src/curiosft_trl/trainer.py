@@ -1,0 +1,188 @@
+"""`CurioSFTTrainer`: TRL's `SFTTrainer` with one seam overridden, `compute_loss`, plus the teacher's lifecycle.
+
+Per response token (spec, "The loss"): `L_t = -l_t + kd_coef * 0.5 * (l_t - q_t)^2`, where `l_t` comes from
+TRL's fused LM head (no `(batch, seq, vocab)` logits for the student) and `q_t` from the teacher's LM head applied
+chunk by chunk over the response tokens (at most `teacher_chunk_size x vocab` float32 logits at a time).
+"""
+
+import copy
+import os
+
+import torch
+from transformers import PreTrainedModel
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import SFTTrainer
+from trl.models import prepare_deepspeed
+from trl.models.utils import _ForwardRedirection
+from trl.trainer.callbacks import SyncRefModelCallback
+from trl.trainer.utils import create_model_from_path
+
+from .config import DISTILLATION_LOSSES, TEACHER_LOSSES, CurioSFTConfig
+from .losses import (
+    IGNORE_INDEX,
+    curiosft_loss_from_logprobs,
+    entropy_regularized_loss,
+    teacher_gold_logprobs,
+    top_entropy_mask,
+)
+from .teacher import freeze, load_teacher, save_teacher
+
+
+class CurioSFTTrainer(SFTTrainer):
+    """[`~trl.SFTTrainer`] whose loss is chosen by `args.sft_loss` (see [`CurioSFTConfig`]).
+
+    For `curiosft` and `curiosft_fixed_tau` the teacher is a separate frozen copy of the model, loaded from the same
+    checkpoint (or copied from the model instance), prepared for DeepSpeed like TRL prepares GKD's teacher, synced
+    by TRL's `SyncRefModelCallback`, and saved with every checkpoint.
+    """
+
+    _tag_names = ["trl", "sft", "curiosft"]
+
+    def __init__(self, model, args: CurioSFTConfig | None = None, *pargs, **kwargs):
+        if args is None or not isinstance(args, CurioSFTConfig):
+            raise TypeError("CurioSFTTrainer needs a CurioSFTConfig as `args`.")
+        # The teacher starts as the *initial* model: copy an instance before SFTTrainer can touch it
+        teacher = None
+        if args.sft_loss in TEACHER_LOSSES and not isinstance(model, str):
+            teacher = copy.deepcopy(model)
+        super().__init__(model, args, *pargs, **kwargs)
+        self.teacher_model = None
+        if args.sft_loss in TEACHER_LOSSES:
+            if isinstance(model, str):
+                teacher = self._load_teacher_like_model(model)
+            self.teacher_model = self._prepare_teacher(freeze(teacher))
+            self.add_callback(SyncRefModelCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
+        self._forward_redirection = _ForwardRedirection()
+
+    def _load_teacher_like_model(self, model_id: str) -> PreTrainedModel:
+        """Load the teacher exactly as `SFTTrainer` loaded the student."""
+        if self._is_peft_model(self.model):
+            raise NotImplementedError("CurioSFT's separate teacher is not supported with PEFT adapters yet.")
+        kwargs = dict(self.args.model_init_kwargs or {})
+        if self.args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+            kwargs["device_map"] = None
+        kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
+        return create_model_from_path(model_id, **kwargs)
+
+    @staticmethod
+    def _is_peft_model(model) -> bool:
+        return hasattr(model, "peft_config")
+
+    def _prepare_teacher(self, teacher: PreTrainedModel):
+        if self.is_deepspeed_enabled:
+            return prepare_deepspeed(teacher, self.accelerator)
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    # ---- the loss -------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        if args.sft_loss in ("nll", "dft", "label_smoothing"):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if return_outputs:
+            raise NotImplementedError("CurioSFTTrainer does not return logits; use `prediction_loss_only=True`.")
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        log_probs, entropy, mask = outputs.log_probs, outputs.entropy, outputs.label_mask  # (B, T-1) each
+        metrics = {}
+        if args.sft_loss in DISTILLATION_LOSSES:
+            teacher = model if args.sft_loss == "curiosft_live_teacher" else self.teacher_model
+            teacher_logprobs, tau, teacher_entropy = self._teacher_logprobs(teacher, inputs)
+            per_token, distill = curiosft_loss_from_logprobs(log_probs, teacher_logprobs, args.kd_coef)
+            metrics = self._distillation_metrics(mask, log_probs, distill, tau, teacher_entropy)
+        else:
+            bonus_mask = mask
+            if args.sft_loss == "top_entropy_reg":
+                bonus_mask = top_entropy_mask(entropy, mask, args.entropy_top_ratio)
+            per_token = entropy_regularized_loss(log_probs, entropy * bonus_mask, args.entropy_coef)
+        num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
+        # Clamped so that a batch without loss tokens reduces to a finite zero rather than 0 / 0
+        loss = (per_token * mask).sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        # As in `Trainer.compute_loss`: `num_items_in_batch` counts the tokens of every rank and DDP averages the
+        # gradients across ranks, so scale back up; without this a 2-process run trains with half the loss
+        if args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        self._log_token_metrics(mode, inputs, outputs, metrics)
+        return loss
+
+    @torch.no_grad()
+    def _teacher_logprobs(self, teacher, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher log-prob of each gold next token at its temperature: `(B, T-1)` for q, tau and entropy.
+
+        The backbone runs once; the LM head runs on the response tokens only, `teacher_chunk_size` at a time.
+        """
+        unwrapped = self.accelerator.unwrap_model(teacher)
+        backbone_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
+        # Routed through the wrapper's forward so that DeepSpeed ZeRO-3 gathers the teacher's sharded parameters
+        hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped, **backbone_inputs)
+        labels = inputs["labels"][:, 1:]
+        mask = labels != IGNORE_INDEX
+        head = unwrapped.get_output_embeddings()
+        hidden, targets = hidden[:, :-1][mask], labels[mask]  # (N, H), (N,)
+        q, tau, entropy = (torch.zeros(mask.shape, dtype=torch.float32, device=mask.device) for _ in range(3))
+        chunks = []
+        for start in range(0, targets.numel(), self.args.teacher_chunk_size):
+            end = start + self.args.teacher_chunk_size
+            logits = head(hidden[start:end].to(head.weight.device))  # (chunk, V)
+            chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
+        if chunks:
+            q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
+        return q, tau, entropy
+
+    def _distillation_metrics(self, mask, log_probs, distill, tau, teacher_entropy) -> dict[str, torch.Tensor]:
+        """Sums over this batch's loss tokens, of the quantities the paper and its ablations track."""
+        args = self.args
+        m = mask.float()
+        return {
+            "nll": (-log_probs.detach() * m).sum(),
+            "distill": (distill.detach() * m).sum(),
+            "tau/mean": (tau * m).sum(),
+            "tau/frac_min": ((tau <= args.tau_min) * m).sum(),
+            "tau/frac_max": ((tau >= args.tau_max) * m).sum(),
+            "teacher_entropy": (teacher_entropy * m).sum(),
+            "frac_low_entropy": ((teacher_entropy <= args.low_entropy_threshold) * m).sum(),
+            "tau/min": torch.where(mask, tau, torch.inf).min() if mask.any() else tau.new_tensor(torch.inf),
+            "tau/max": torch.where(mask, tau, -torch.inf).max() if mask.any() else tau.new_tensor(-torch.inf),
+        }
+
+    def _log_token_metrics(self, mode, inputs, outputs, extra: dict[str, torch.Tensor]) -> None:
+        """TRL's `entropy`, `mean_token_accuracy` and `num_tokens` (as in `SFTTrainer.compute_loss`), plus `extra`:
+        sums averaged over the loss tokens of all processes, and the tau extremes reduced across them."""
+        gather = self.accelerator.gather_for_metrics
+        num_valid = gather(outputs.label_mask.sum()).sum()
+        denom = num_valid.clamp(min=1)
+        self._metrics[mode]["entropy"].append((gather(outputs.entropy.detach().sum()).sum() / denom).item())
+        self._metrics[mode]["mean_token_accuracy"].append((gather(outputs.is_top1.sum()).sum() / denom).item())
+        for name, value in extra.items():
+            if name == "tau/min":
+                reduced = gather(value.reshape(1)).min()
+            elif name == "tau/max":
+                reduced = gather(value.reshape(1)).max()
+            else:
+                reduced = gather(value.reshape(1)).sum() / denom
+            if torch.isfinite(reduced):
+                self._metrics[mode][name].append(reduced.item())
+        if mode == "train":
+            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+        self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+
+    # ---- the teacher in checkpoints -------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        # Written before the trainer state, which marks a checkpoint complete, so every checkpoint has its teacher
+        if self.teacher_model is not None:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            save_teacher(self.accelerator.unwrap_model(self.teacher_model), folder, self.args.should_save)
+        super()._save_checkpoint(model, trial)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        # The one resume hook that every backend (plain, DDP, DeepSpeed) reaches after the models are prepared
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.teacher_model is not None:
+            load_teacher(self.accelerator.unwrap_model(self.teacher_model), checkpoint)
+
+
+def _last_hidden_state(model: PreTrainedModel, **inputs) -> torch.Tensor:
+    """`(B, T, H)` last hidden states of a causal LM's backbone (no LM head)."""
+    return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
