@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from curiosft_trl.prompts import prompt_messages
+from curiosft_trl.prompts import prompt_messages, think_completion
 from curiosft_trl.tiny.model import build_tiny_model
 from curiosft_trl.tiny.task import (
     LEVELS,
@@ -31,7 +31,6 @@ from curiosft_trl.tiny.task import (
     split_of,
     write_jsonl,
 )
-from curiosft_trl.prompts import think_completion
 
 CACHE_ENV = "CURIOSFT_TINY_CACHE"
 DEFAULT_CACHE = Path("~/.cache/curiosft_trl/tiny-base-v1")

@@ -1,0 +1,25 @@
+"""`curiosft-tiny [--output_dir outputs/tiny]`: build the embedded tiny default once (base model and task data).
+
+Writes `<output_dir>/base` (the tiny base model, pretrained on diverse traces) and `<output_dir>/data/*.jsonl`
+(canonical SFT traces, RL prompts, a test split); both are reused if already complete.
+"""
+
+import argparse
+import time
+
+from ..tiny.base import ensure_tiny_base, ensure_tiny_data
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="curiosft-tiny", description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default="outputs/tiny")
+    parser.add_argument("--force", action="store_true", help="rebuild the base model even if it is complete")
+    args = parser.parse_args(argv)
+    start = time.time()
+    base = ensure_tiny_base(f"{args.output_dir}/base", force=args.force)
+    data = ensure_tiny_data(f"{args.output_dir}/data")
+    print(f"tiny base: {base}  data: {', '.join(str(p) for p in data.values())}  ({time.time() - start:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
