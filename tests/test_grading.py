@@ -21,7 +21,7 @@ from curiosft_trl.grading import (
     normalize_answer,
     warm_up,
 )
-from curiosft_trl.grading import _pool, _to_latex  # the math-verify check on its own, without the string match
+from curiosft_trl.grading import _run_jobs, _to_latex  # the math-verify check on its own, without the string match
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -140,6 +140,7 @@ ADVERSARIAL = {
     "factorial of a googol": r"\boxed{(10^{100})!}",
     "nested braces": r"\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}",
     "unclosed braces": r"\boxed{" + "{" * 5000,
+    "many unclosed boxes": r"\boxed{" * 20_000,
     "100k-char box": r"\boxed{" + "1+" * 50_000 + "1}",
     "100k-char text": "x = 1 + " * 12_500,
 }
@@ -238,6 +239,6 @@ def test_every_math_gold_passes_math_verify_alone(name):
     if not (DATA / name).exists():
         pytest.skip(f"{DATA / name} not present")
     golds = [str(row["answer"]) for row in _rows(name)]
-    verdicts = _pool(None).run([(g, rf"\boxed{{{_to_latex(g)}}}") for g in golds], timeout=5.0)
+    verdicts = _run_jobs([(g, rf"\boxed{{{_to_latex(g)}}}") for g in golds], timeout=5.0, num_workers=None)
     failed = [(g, v) for g, v in zip(golds, verdicts) if not v[0]]
     assert not failed, failed[:10]

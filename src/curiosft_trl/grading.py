@@ -43,6 +43,7 @@ THINK_END = "</think>"  # same as curiosft_trl.prompts.THINK_END; repeated so th
 MAX_ANSWER_CHARS = 1000
 MAX_BRACE_DEPTH = 32
 DEFAULT_TIMEOUT = 5.0
+_WORKER_BOOT = "import runpy, sys; sys.path.pop(0); runpy.run_path(sys.argv[1], run_name='__main__')"
 _WORKER_START_TIMEOUT = 120.0  # importing sympy on a loaded node can take a while; this is not the per-item budget
 
 Kind = Literal["math", "choice"]
@@ -65,6 +66,7 @@ class GradeResult:
 # ----------------------------------------------------------------------------------------------------- extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+_BRACE_RE = re.compile(r"[{}]")
 
 
 def last_boxed(text: str) -> str | None:
@@ -72,17 +74,21 @@ def last_boxed(text: str) -> str | None:
 
     An unclosed last box is skipped in favour of the previous closed one. Linear time in `len(text)`.
     """
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        i = match.end()
-        if i < len(text) and text[i] == "{":
-            depth = 0
-            for j in range(i, len(text)):
-                if text[j] == "{":
-                    depth += 1
-                elif text[j] == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j]
+    boxes = list(_BOX_RE.finditer(text))
+    if not boxes:
+        return None
+    # Pair every brace once, so thousands of unclosed boxes cost one pass rather than one pass each.
+    closing, stack = {}, []
+    for brace in _BRACE_RE.finditer(text, boxes[0].end()):
+        if brace.group() == "{":
+            stack.append(brace.start())
+        elif stack:
+            closing[stack.pop()] = brace.start()
+    for box in reversed(boxes):
+        i = box.end()
+        if text.startswith("{", i):
+            if i in closing:
+                return text[i + 1 : closing[i]]
             continue  # unbalanced: try the previous box
         m = re.match(r"[ \t]+([^\s$]+)", text[i : i + MAX_ANSWER_CHARS + 2])  # `\boxed 5` form
         if m:
@@ -178,11 +184,13 @@ def _serve() -> None:
     """Worker loop: one JSON job per line on stdin -> one JSON result per line on the original stdout."""
     import logging
     import resource
+    import signal
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which then kills or reuses us
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    import math_verify  # noqa: F401  (import before saying "ready", so deadlines measure grading only)
+    _math_verify("1", r"\boxed{1}")  # imports and first-use set-up before "ready": deadlines measure grading only
 
     protocol.write("ready\n")
     protocol.flush()
@@ -208,10 +216,10 @@ def _serve() -> None:
 
 class _Worker:
     def __init__(self) -> None:
-        # `python -P grading.py` runs this file as a script: no package import (so no torch), no fork of a process
-        # holding CUDA/torch threads, and -P keeps this folder's module names off sys.path.
+        # Run this file as a script in a fresh interpreter: no package import (so no torch), no fork of a process
+        # holding CUDA/torch threads, and neither the cwd nor this folder on sys.path to shadow stdlib modules.
         self.proc = subprocess.Popen(
-            [sys.executable, "-P", os.path.abspath(__file__)],
+            [sys.executable, "-c", _WORKER_BOOT, os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -244,25 +252,21 @@ class _GraderPool:
 
     def __init__(self, num_workers: int) -> None:
         self.num_workers = num_workers
+        self.owner_pid = os.getpid()  # a forked child must not talk to (or kill) its parent's workers
         self.workers = [_Worker() for _ in range(num_workers)]
-        self.lock = threading.Lock()
-
-    def wait_ready(self) -> None:
-        """Block until every worker has imported math-verify (or failed to, in which case it is replaced)."""
-        with self.lock:
-            self._run([], 0.0, wait_for_start=True)
 
     def close(self) -> None:
         for worker in self.workers:
             worker.kill()
         self.workers = []
 
-    def run(self, jobs: Sequence[tuple[str, str]], timeout: float) -> list[tuple[bool, bool, str | None]]:
-        """`[(gold, answer)] -> [(correct, timed_out, error)]`, in order."""
-        with self.lock:
-            return self._run(jobs, timeout)
-
-    def _run(self, jobs, timeout, wait_for_start=False):
+    def run(
+        self, jobs: Sequence[tuple[str, str]], timeout: float, wait_for_start: bool = False
+    ) -> list[tuple[bool, bool, str | None]]:
+        """`[(gold, answer)] -> [(correct, timed_out, error)]`, in order. Not thread-safe: hold `_POOL_LOCK`."""
+        for w in self.workers:
+            if w.job is not None:  # still busy with a job from a run that was interrupted (KeyboardInterrupt)
+                self._replace(w)
         results: list = [None] * len(jobs)
         pending = collections.deque(range(len(jobs)))
         start_failures = 0
@@ -316,7 +320,7 @@ class _GraderPool:
 
 
 _POOL: _GraderPool | None = None
-_POOL_LOCK = threading.Lock()
+_POOL_LOCK = threading.RLock()  # guards the pool's creation and every run: concurrent callers take turns
 
 
 def default_num_workers() -> int:
@@ -327,14 +331,23 @@ def default_num_workers() -> int:
 def _pool(num_workers: int | None) -> _GraderPool:
     """The process-wide pool, created on first use and resized when a different `num_workers` is asked for."""
     global _POOL
+    if num_workers is not None and num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1 or None, got {num_workers}")
+    if _POOL is not None and _POOL.owner_pid != os.getpid():
+        _POOL = None  # inherited through fork: those workers are the parent's
+    wanted = num_workers or (_POOL.num_workers if _POOL else default_num_workers())
+    if _POOL is None or _POOL.num_workers != wanted:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+        _POOL = _GraderPool(wanted)
+    return _POOL
+
+
+def _run_jobs(jobs: Sequence[tuple[str, str]], timeout: float, num_workers: int | None) -> list:
+    """math-verify `[(gold, answer)] -> [(correct, timed_out, error)]` in the shared pool."""
     with _POOL_LOCK:
-        wanted = num_workers or (_POOL.num_workers if _POOL else default_num_workers())
-        if _POOL is None or _POOL.num_workers != wanted:
-            if _POOL is not None:
-                with _POOL.lock:
-                    _POOL.close()
-            _POOL = _GraderPool(wanted)
-        return _POOL
+        return _pool(num_workers).run(jobs, timeout)
 
 
 def warm_up(num_workers: int | None = None) -> None:
@@ -343,17 +356,17 @@ def warm_up(num_workers: int | None = None) -> None:
     Per-item deadlines never include a worker's start-up, but the wall time of the first call, or of a call made
     right after timeouts killed workers, does; an evaluation loop can pay that once, up front, here.
     """
-    _pool(num_workers).wait_ready()
+    with _POOL_LOCK:
+        _pool(num_workers).run([], 0.0, wait_for_start=True)
 
 
 def shutdown_pool() -> None:
     """Kill the grader worker processes (they are also killed at interpreter exit)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is not None:
-            with _POOL.lock:
-                _POOL.close()
-            _POOL = None
+        if _POOL is not None and _POOL.owner_pid == os.getpid():
+            _POOL.close()
+        _POOL = None
 
 
 atexit.register(shutdown_pool)
@@ -435,7 +448,7 @@ def grade_many(
             job_slots.append(len(results) - 1)
     if jobs:
         try:
-            verdicts = _pool(num_workers).run(jobs, timeout)
+            verdicts = _run_jobs(jobs, timeout, num_workers)
         except OSError as e:  # e.g. no processes left to spawn: count it, never raise from a reward
             verdicts = [(False, False, f"grader pool unavailable: {e}")] * len(jobs)
         for slot, (correct, timed_out, error) in zip(job_slots, verdicts):

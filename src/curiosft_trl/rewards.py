@@ -28,6 +28,7 @@ from typing import Any
 from curiosft_trl.grading import GradeResult, grade, grade_many
 from curiosft_trl.prompts import THINK_END
 
+GRADER_TIMEOUT = 5.0  # seconds of math-verify per completion before it scores 0.0 as a timeout
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
 
 
@@ -116,7 +117,8 @@ def _golds(answer: Sequence[Any] | None, n: int, name: str) -> list[str]:
 
 def _math_reward(completions, answer, *, require_think: bool, name: str, log_metric) -> list[float]:
     golds = _golds(answer, len(completions), name)
-    results = grade_many([completion_text(c) for c in completions], golds, kind="math", require_think=require_think)
+    texts = [completion_text(c) for c in completions]
+    results = grade_many(texts, golds, kind="math", require_think=require_think, timeout=GRADER_TIMEOUT)
     _record(results, name, log_metric)
     return [1.0 if r.correct else 0.0 for r in results]
 

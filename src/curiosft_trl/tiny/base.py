@@ -65,7 +65,7 @@ def pretraining_stream(tokenizer, n_tokens: int, seed: int) -> torch.Tensor:
     return torch.tensor(ids[:n_tokens])
 
 
-def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED) -> list[float]:
+def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED, log_every: int = 100) -> list[float]:
     """Causal-LM pretraining on packed `(BATCH_SIZE, BLOCK_SIZE)` blocks with AdamW; returns the loss curve.
 
     Loss on every token: the prompt tokens are nearly free to learn and packing keeps every position useful.
@@ -78,7 +78,7 @@ def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED) -> list[flo
         opt, lambda s: min(1.0, (s + 1) / WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
     )
     model.train()
-    losses = []
+    losses, t0 = [], time.time()
     for step in range(steps):
         loss = model(input_ids=blocks[step], labels=blocks[step]).loss
         loss.backward()
@@ -87,6 +87,8 @@ def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED) -> list[flo
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        if log_every and (step + 1) % log_every == 0:
+            print(f"tiny base pretraining: step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f}s)")
     model.eval()
     return losses
 

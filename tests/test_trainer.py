@@ -1,0 +1,137 @@
+"""CurioSFTTrainer on the tiny model: every `sft_loss` learns, the teacher syncs on schedule, and resumes intact."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from curiosft_trl.config import SFT_LOSSES, CurioSFTConfig
+from curiosft_trl.data import load_sft_dataset
+from curiosft_trl.teacher import TEACHER_DIR, TEACHER_WEIGHTS
+from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
+from curiosft_trl.trainer import CurioSFTTrainer
+
+
+def make_trainer(model_dir, data_file, out_dir, callbacks=(), **overrides):
+    args = dict(
+        output_dir=str(out_dir),
+        max_steps=4,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        teacher_chunk_size=64,  # several chunks per batch: the chunked path is what runs
+    )
+    args.update(overrides)
+    dataset = load_sft_dataset(str(data_file), system_prompt=TINY_SYSTEM_PROMPT)
+    return CurioSFTTrainer(model=str(model_dir), args=CurioSFTConfig(**args), train_dataset=dataset,
+                           callbacks=list(callbacks))
+
+
+def mean_nll(model, tokenizer, dataset) -> float:
+    """NLL per completion token of `model` on the first 16 rows (independent of the training loss)."""
+    total, count = 0.0, 0
+    model.eval()
+    for row in dataset.select(range(16)):
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+        ids = tokenizer(full, return_tensors="pt", add_special_tokens=False).input_ids
+        start = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+        with torch.no_grad():
+            log_p = model(ids).logits[0, :-1].float().log_softmax(-1)
+        gold = ids[0, 1:]
+        total += -log_p[start - 1 :].gather(-1, gold[start - 1 :, None]).sum().item()
+        count += len(gold) - (start - 1)
+    return total / count
+
+
+@pytest.mark.parametrize("sft_loss", list(SFT_LOSSES))
+def test_every_sft_loss_trains(sft_loss, tiny_model_dir, tiny_sft_file, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss=sft_loss)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = load_sft_dataset(str(tiny_sft_file), system_prompt=TINY_SYSTEM_PROMPT)
+    before = mean_nll(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tokenizer, rows)
+    trainer.train()
+    after = mean_nll(trainer.model, tokenizer, rows)
+    assert after < before - 0.3, f"{sft_loss}: NLL {before:.3f} -> {after:.3f}"
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    if sft_loss != "dft":  # DFT's loss -p log p grows while p is small: its NLL is checked above
+        assert losses[-1] < losses[0]
+    logged = trainer.state.log_history[0]
+    assert {"entropy", "mean_token_accuracy", "num_tokens"} <= set(logged)
+    if sft_loss.startswith("curiosft"):
+        assert {"nll", "distill", "tau/mean", "tau/min", "tau/max", "tau/frac_min", "tau/frac_max",
+                "teacher_entropy", "frac_low_entropy"} <= set(logged)
+        low, mean, high = logged["tau/min"], logged["tau/mean"], logged["tau/max"]
+        assert 1.1 - 1e-6 <= low <= mean + 1e-6 and mean <= high + 1e-6 and high <= 1.5 + 1e-6
+        # the logged loss is exactly its two logged terms
+        assert logged["loss"] == pytest.approx(logged["nll"] + logged["distill"], rel=1e-4)
+
+
+class Recorder(TrainerCallback):
+    """Copies of the student's and teacher's parameters after each optimizer step (and the teacher's sync)."""
+
+    def __init__(self, trainer_ref):
+        self.trainer_ref, self.student, self.teacher = trainer_ref, [], []
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        teacher = self.trainer_ref[0].teacher_model
+        self.student.append([p.detach().clone() for p in model.parameters()])
+        self.teacher.append([p.detach().clone() for p in teacher.parameters()])
+
+
+def test_teacher_syncs_every_k_steps_with_alpha(tiny_model_dir, tiny_sft_file, tmp_path):
+    ref = []
+    recorder = Recorder(ref)
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, max_steps=5,
+                           ref_model_sync_steps=2, ref_model_mixup_alpha=0.75)
+    ref.append(trainer)
+    trainer.add_callback(recorder)  # after the sync callback: it sees each step's synced teacher
+    teacher = [p.detach().clone() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(teacher, trainer.teacher_model.parameters(), strict=True))
+    trainer.train()
+    for step, (student, recorded) in enumerate(zip(recorder.student, recorder.teacher, strict=True), start=1):
+        if step % 2 == 0:
+            teacher = [0.25 * t + 0.75 * s for t, s in zip(teacher, student, strict=True)]
+        for expected, got in zip(teacher, recorded, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    assert not all(torch.equal(t, s) for t, s in zip(recorder.teacher[-1], recorder.student[-1], strict=True))
+
+
+def test_resume_restores_teacher_and_loss_trajectory(tiny_model_dir, tiny_sft_file, tmp_path):
+    common = dict(max_steps=6, save_strategy="steps", save_steps=3, ref_model_sync_steps=2,
+                  ref_model_mixup_alpha=0.5, learning_rate=5e-4)
+    full = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path / "full", **common)
+    full.train()
+
+    class StopAt3(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 3
+
+    first = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path / "split", callbacks=[StopAt3()], **common)
+    first.train()
+    checkpoint = tmp_path / "split" / "checkpoint-3"
+    assert (checkpoint / TEACHER_DIR / TEACHER_WEIGHTS).is_file()
+    resumed = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path / "split", **common)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+
+    def losses(trainer):
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h and h["step"] > 3]
+
+    assert len(losses(resumed)) == 3
+    assert losses(resumed) == pytest.approx(losses(full), rel=1e-4)
+    for a, b in zip(resumed.teacher_model.parameters(), full.teacher_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_resume_without_saved_teacher_is_an_error(tiny_model_dir, tiny_sft_file, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, max_steps=2, save_strategy="steps",
+                           save_steps=2)
+    trainer.train()
+    (tmp_path / "checkpoint-2" / TEACHER_DIR / TEACHER_WEIGHTS).unlink()
+    resumed = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, max_steps=3)
+    with pytest.raises(FileNotFoundError, match="no CurioSFT teacher"):
+        resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
