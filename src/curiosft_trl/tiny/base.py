@@ -35,8 +35,8 @@ from curiosft_trl.tiny.task import (
 CACHE_ENV = "CURIOSFT_TINY_CACHE"
 DEFAULT_CACHE = Path("~/.cache/curiosft_trl/tiny-base-v1")
 COMPLETE_MARKER = "COMPLETE"
-# Pretraining schedule: STEPS x BATCH_SIZE x BLOCK_SIZE tokens, sized to ~2-3 minutes on 2 CPU cores.
-SEED, STEPS, BATCH_SIZE, BLOCK_SIZE, LR, WARMUP = 0, 600, 16, 256, 3e-3, 30
+# Pretraining schedule: STEPS batches of BATCH_SIZE conversations, sized to ~2-3 minutes on 2 idle CPU cores.
+SEED, STEPS, BATCH_SIZE, LR, WARMUP = 0, 1200, 16, 3e-3, 50
 DATA_SEEDS = {"sft_train": 1, "rl_train": 2, "test": 3}
 DATA_SIZES = {"sft_train": 2000, "rl_train": 2000, "test": 200}
 
@@ -49,29 +49,38 @@ def conversation(tokenizer, problem: str, solution: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": solution}], tokenize=False)
 
 
-def pretraining_stream(tokenizer, n_tokens: int, seed: int) -> torch.Tensor:
-    """`(n_tokens,)` ids: whole conversations with diverse-order traces on train-split problems, back to back.
+def pretraining_batch(tokenizer, rng: random.Random, batch_size: int = BATCH_SIZE) -> dict[str, torch.Tensor]:
+    """One batch of whole conversations, diverse-order traces, all of one random level: `(B, T)` tensors.
 
-    Problems repeat (the level-1 space is small) but test-split problems never appear.
+    One level per batch keeps padding small. No packing: with several problems in one row the model would
+    learn to copy terms from the wrong problem. Labels are -100 on the prompt and padding, so the loss is
+    on the assistant turn only (the problem's random digits are not worth modelling). Problems repeat
+    (the level-1 space is small) but test-split problems never appear.
     """
-    rng = random.Random(seed)
-    ids: list[int] = []
-    while len(ids) < n_tokens:
-        row = generate_problem(rng, rng.choice(LEVELS))
+    level, examples = rng.choice(LEVELS), []
+    while len(examples) < batch_size:
+        row = generate_problem(rng, level)
         if split_of(row["problem"]) != "train":
             continue
         solution = think_completion(solve(row, rng, "diverse"), answer_text(row["answer"]))
-        ids += tokenizer(conversation(tokenizer, row["problem"], solution), add_special_tokens=False)["input_ids"]
-    return torch.tensor(ids[:n_tokens])
+        n_prompt = len(tokenizer(conversation(tokenizer, row["problem"]), add_special_tokens=False)["input_ids"])
+        ids = tokenizer(conversation(tokenizer, row["problem"], solution), add_special_tokens=False)["input_ids"]
+        examples.append((ids, n_prompt))
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((batch_size, width), tokenizer.pad_token_id)
+    labels = torch.full((batch_size, width), -100)
+    attention_mask = torch.zeros((batch_size, width), dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(examples):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
+        attention_mask[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
 def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED, log_every: int = 100) -> list[float]:
-    """Causal-LM pretraining on packed `(BATCH_SIZE, BLOCK_SIZE)` blocks with AdamW; returns the loss curve.
-
-    Loss on every token: the prompt tokens are nearly free to learn and packing keeps every position useful.
-    """
+    """Causal-LM pretraining with AdamW on `steps` fresh batches; returns the loss curve."""
     torch.manual_seed(seed)
-    blocks = pretraining_stream(tokenizer, steps * BATCH_SIZE * BLOCK_SIZE, seed).view(steps, BATCH_SIZE, BLOCK_SIZE)
+    rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01, betas=(0.9, 0.95))
     # Linear warmup then cosine decay to 10% of LR.
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -80,7 +89,7 @@ def pretrain(model, tokenizer, steps: int = STEPS, seed: int = SEED, log_every: 
     model.train()
     losses, t0 = [], time.time()
     for step in range(steps):
-        loss = model(input_ids=blocks[step], labels=blocks[step]).loss
+        loss = model(**pretraining_batch(tokenizer, rng)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -163,7 +172,7 @@ def greedy_accuracy(model, tokenizer, rows: list[dict], max_new_tokens: int = 16
 def choice_point_entropy(model, tokenizer, rows: list[dict], seed: int = 0) -> dict[str, float]:
     """Mean next-token entropy (nats) at choice points vs. at computed digits, teacher-forced on diverse traces.
 
-    Choice point: the first token of a product line while >= 2 products remain (which term comes next).
+    Choice point: the first token of a product line `a*b` with a != b (direction and factor order).
     Arithmetic: the digits after each `= ` (forced by the line's operands).
     """
     rng = random.Random(seed)
@@ -176,7 +185,7 @@ def choice_point_entropy(model, tokenizer, rows: list[dict], seed: int = 0) -> d
         lines = reasoning.split("\n")
         offsets, pos = {"choice": [], "arithmetic": []}, start
         for i, line in enumerate(lines):
-            if i < n_terms - 1:
+            if i < n_terms and line[0] != line[2]:
                 offsets["choice"].append(pos)
             eq = line.index("= ") + 2
             offsets["arithmetic"] += range(pos + eq, pos + len(line))

@@ -1,18 +1,21 @@
 """The tiny default's synthetic task: sums of products, e.g. `Compute 3*4 + 5*6 + 2*7.` -> `\\boxed{56}`.
 
-A solution trace first evaluates every product, *in any order*, then adds the partial products in the order
-they were written:
+A solution trace first evaluates every product, then adds the partial products in the order they were
+written. Two kinds of genuine choice are left to the writer: the direction (terms left to right or right to
+left) and, for each product, the factor order (`3*4` or `4*3`):
 
+    7*2 = 14
     5*6 = 30
-    3*4 = 12
-    2*7 = 14
-    30 + 12 = 42
-    42 + 14 = 56
+    4*3 = 12
+    14 + 30 = 44
+    44 + 12 = 56
 
-The first token of each product line (which term comes next) is a genuine choice point: a model that has
-seen every order should be uncertain there (entropy ~ log(#terms left)). Every other token is forced by
-arithmetic. That split -- a few high-entropy "fork" tokens among many low-entropy ones -- is exactly what
-CurioSFT's entropy-aware loss is about, so the tiny default exercises the method rather than just the code.
+So the first token of each product line is a choice point: a model that has seen every variant should be
+uncertain there (~log 4 on the first line, ~log 2 later). Every other token is forced by arithmetic. That
+split -- a few high-entropy "fork" tokens among many low-entropy ones -- is exactly what CurioSFT's
+entropy-aware loss is about, so the tiny default exercises the method rather than just the code. (A free
+choice of *which* term comes next was tried first: tracking which terms are used is too hard for a ~1M
+model trained for 3 CPU-minutes, so it mostly repeated or skipped terms.)
 
 Level L has L + 1 terms with factors in 2..9, so level 4 is a five-term sum (~100 tokens of reasoning).
 """
@@ -64,22 +67,20 @@ def generate_problem(rng: random.Random, level: int) -> dict:
 def solve(problem_row: dict, rng: random.Random | None = None, strategy: str = "canonical") -> str:
     """The reasoning text (without `</think>` and answer) for a problem row.
 
-    `canonical` evaluates the products left to right, so a problem always gets the same trace; `diverse`
-    evaluates them in a uniformly random order drawn from `rng`.
+    `canonical` evaluates the products left to right as written, so a problem always gets the same trace;
+    `diverse` draws the direction and each product's factor order uniformly from `rng`.
     """
     terms = parse_terms(problem_row["problem"])
-    if strategy == "canonical":
-        order = list(range(len(terms)))
-    elif strategy == "diverse":
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "diverse":
         if rng is None:
             raise ValueError("strategy='diverse' needs an rng")
-        order = rng.sample(range(len(terms)), len(terms))
-    else:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        terms = terms[::-1] if rng.random() < 0.5 else terms
+        terms = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in terms]
 
     lines, products = [], []
-    for i in order:
-        a, b = terms[i]
+    for a, b in terms:
         products.append(a * b)
         lines.append(f"{a}*{b} = {a * b}")
     total = products[0]
