@@ -36,7 +36,7 @@ CACHE_ENV = "CURIOSFT_TINY_CACHE"
 DEFAULT_CACHE = Path("~/.cache/curiosft_trl/tiny-base-v1")
 COMPLETE_MARKER = "COMPLETE"
 # Pretraining schedule: STEPS batches of BATCH_SIZE conversations, sized to ~2-3 minutes on 2 idle CPU cores.
-SEED, STEPS, BATCH_SIZE, LR, WARMUP = 0, 1200, 16, 3e-3, 50
+SEED, STEPS, BATCH_SIZE, LR, WARMUP = 0, 600, 32, 3e-3, 30
 DATA_SEEDS = {"sft_train": 1, "rl_train": 2, "test": 3}
 DATA_SIZES = {"sft_train": 2000, "rl_train": 2000, "test": 200}
 

@@ -1,0 +1,78 @@
+"""One benchmark arm, in its own process so that peak memory is its own: train a few steps, print JSON.
+
+Usage: python bench/sft_step.py SFT_LOSS [--steps N] [--seq-len L] [--batch B]
+The model is a small Qwen2 with Qwen2.5's real vocabulary (151,936 tokens), where the LM head dominates memory,
+trained with gradient checkpointing on random token sequences whose second half is the completion.
+"""
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+
+import torch
+from datasets import Dataset
+from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+
+from curiosft_trl.config import CurioSFTConfig
+from curiosft_trl.tiny.tokenizer import build_tokenizer
+from curiosft_trl.trainer import CurioSFTTrainer
+
+QWEN25_VOCAB = 151_936
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self._start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sft_loss")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--seq-len", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=2)
+    opts = parser.parse_args()
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=QWEN25_VOCAB, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=opts.seq_len,
+                         tie_word_embeddings=True)
+    model = Qwen2ForCausalLM(config)
+    ids = torch.randint(0, QWEN25_VOCAB, (64, opts.seq_len))
+    half = opts.seq_len // 2
+    dataset = Dataset.from_dict({"input_ids": ids.tolist(),
+                                 "completion_mask": [[0] * half + [1] * (opts.seq_len - half)] * len(ids)})
+    with tempfile.TemporaryDirectory() as tmp:
+        args = CurioSFTConfig(output_dir=tmp, sft_loss=opts.sft_loss, max_steps=opts.steps,
+                              per_device_train_batch_size=opts.batch, gradient_checkpointing=True,
+                              max_length=None, save_strategy="no", report_to="none", logging_steps=1000,
+                              bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
+                              disable_tqdm=True)
+        timer = StepTimer()
+        trainer = CurioSFTTrainer(model=model, args=args, train_dataset=dataset,
+                                  processing_class=build_tokenizer(f"{tmp}/tok"), callbacks=[timer])
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        trainer.train()
+    steady = timer.times[2:] or timer.times  # the first steps warm up allocators and kernels
+    teacher_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    if torch.cuda.is_available():
+        peak, kind = torch.cuda.max_memory_allocated(), "cuda_allocated"
+    else:
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
+    json.dump({"sft_loss": opts.sft_loss, "step_s": sum(steady) / len(steady), "peak_bytes": peak,
+               "memory": kind, "model_bytes": teacher_bytes}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
