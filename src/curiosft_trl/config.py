@@ -63,8 +63,11 @@ class CurioSFTConfig(SFTConfig):
         default=0.99, metadata={"help": "`theta_T <- (1 - alpha) * theta_T + alpha * theta_S` at each sync."}
     )
     teacher_chunk_size: int = field(
-        default=1024,
-        metadata={"help": "Tokens per teacher LM-head chunk: bounds the float32 `(tokens, vocab)` logits held."},
+        default=256,
+        metadata={
+            "help": "Tokens per teacher LM-head chunk: bounds the float32 `(tokens, vocab)` logits held (256 x "
+            "152k vocab = 156 MB per buffer, under the 512 MB tile of TRL's fused student head)."
+        },
     )
     entropy_coef: float = field(
         default=0.01, metadata={"help": "Entropy bonus weight of `entropy_reg` and `top_entropy_reg`."}

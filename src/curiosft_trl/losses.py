@@ -84,8 +84,11 @@ def teacher_gold_logprobs(
             tau = entropy_guided_temperature(logits, **temperature_kwargs)
         else:
             tau = logits.new_full(logits.shape[:-1], float(fixed_tau))
-        log_q = F.log_softmax(logits / tau.unsqueeze(-1), dim=-1)
-        q = log_q.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scaled = logits / tau.unsqueeze(-1)
+        gold = scaled.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        # logsumexp instead of log_softmax: one fewer (tokens, vocab) buffer alive at the peak
+        q = gold - torch.logsumexp(scaled, dim=-1)
+        del scaled
         return q, tau, entropy_from_logits(logits)
 
 
