@@ -85,7 +85,6 @@ class CurioSFTTrainer(SFTTrainer):
         inputs["use_cache"] = False
         outputs = model(**inputs, fused_lm_head=True)
         log_probs, entropy, mask = outputs.log_probs, outputs.entropy, outputs.label_mask  # (B, T-1) each
-        metrics = {}
         if args.sft_loss in DISTILLATION_LOSSES:
             teacher = model if args.sft_loss == "curiosft_live_teacher" else self.teacher_model
             teacher_logprobs, tau, teacher_entropy = self._teacher_logprobs(teacher, inputs)
@@ -96,6 +95,7 @@ class CurioSFTTrainer(SFTTrainer):
             if args.sft_loss == "top_entropy_reg":
                 bonus_mask = top_entropy_mask(entropy, mask, args.entropy_top_ratio)
             per_token = entropy_regularized_loss(log_probs, entropy * bonus_mask, args.entropy_coef)
+            metrics = {"nll": (-log_probs.detach() * mask).sum(), "entropy_bonus_frac": bonus_mask.sum().float()}
         num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
         # Clamped so that a batch without loss tokens reduces to a finite zero rather than 0 / 0
         loss = (per_token * mask).sum() / torch.as_tensor(num_tokens).clamp(min=1)
@@ -164,7 +164,10 @@ class CurioSFTTrainer(SFTTrainer):
             if torch.isfinite(reduced):
                 self._metrics[mode][name].append(reduced.item())
         if mode == "train":
-            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item()
+            # Padding-free batches carry `position_ids` instead of an attention mask, as in `SFTTrainer`
+            mask = inputs.get("attention_mask")
+            local = mask.sum() if mask is not None else torch.tensor(inputs["position_ids"].size(1))
+            self._total_train_tokens += gather(local.to(outputs.entropy.device)).sum().item()
         self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
 
     # ---- the teacher in checkpoints -------------------------------------------------------------------------------
