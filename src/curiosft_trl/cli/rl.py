@@ -1,0 +1,119 @@
+"""`curiosft-rl --config recipes/<model>/grpo.yaml [--field value ...]`: GRPO from an SFT checkpoint.
+
+YAML keys are the fields of `RLScriptArguments`, TRL's `GRPOConfig` and TRL's `ModelConfig`; command-line flags
+override them. The prompts are built as in the SFT stage (same system prompt, chat template and `<think>`
+convention, `curiosft_trl.rl_data`), the rewards are named by dotted path (`curiosft_trl.rewards.<name>`), and
+training resumes from the last checkpoint in `output_dir` unless `--fresh_start` is given.
+"""
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_config
+
+from ..prompts import SYSTEM_PROMPT
+from ..rl_data import load_rl_dataset
+from . import RecipeError, run_cli
+from .sft import check_model_path, resume_checkpoint
+
+
+@dataclass
+class RLScriptArguments(ScriptArguments):
+    """TRL's `ScriptArguments` (`dataset_name` may be a hub id or a local JSONL/JSON/parquet path), plus:"""
+
+    system_prompt: str = field(
+        default=SYSTEM_PROMPT,
+        metadata={"help": "System prompt put before each problem; must be the one the SFT stage used."},
+    )
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["curiosft_trl.rewards.think_accuracy_reward"],
+        metadata={"help": "Reward functions as dotted paths, e.g. `curiosft_trl.rewards.think_accuracy_reward`."},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N prompts only."})
+    fresh_start: bool = field(
+        default=False, metadata={"help": "Ignore checkpoints in `output_dir` and start from step 0."}
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[RLScriptArguments, GRPOConfig, ModelConfig]:
+    parser = TrlParser((RLScriptArguments, GRPOConfig, ModelConfig))
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except ValueError as e:  # unknown keys, bad values, `__post_init__` checks: all before anything is written
+        raise RecipeError(str(e)) from e
+
+
+def resolve_reward_funcs(paths: list[str]) -> list[Callable]:
+    """`["pkg.module.func", ...]` -> the functions; an unknown path raises one `RecipeError` naming it."""
+    if not paths:
+        raise RecipeError("reward_funcs: at least one reward function is required, e.g. "
+                          "`curiosft_trl.rewards.think_accuracy_reward`.")
+    funcs = []
+    for path in paths:
+        module_name, _, name = path.rpartition(".")
+        try:
+            func = getattr(importlib.import_module(module_name), name) if module_name else None
+        except (ImportError, AttributeError):
+            func = None
+        if not callable(func):
+            raise RecipeError(f"reward_funcs: cannot import `{path}`; expected a dotted path to a function, "
+                              "e.g. `curiosft_trl.rewards.think_accuracy_reward`.")
+        funcs.append(func)
+    return funcs
+
+
+def check_sft_checkpoint(model_name_or_path: str | None) -> None:
+    """Like `check_model_path`, but a missing local SFT checkpoint says which command makes it."""
+    path = Path(model_name_or_path or "").expanduser()
+    if model_name_or_path and not path.exists() and model_name_or_path.startswith(("outputs/", "./outputs/")):
+        recipe = "" if "tiny" in path.parts else " RECIPE=<the matching SFT recipe>"
+        raise RecipeError(f"model_name_or_path: {model_name_or_path} does not exist; it is the SFT checkpoint "
+                          f"that `make sft{recipe}` writes, so run `make sft{recipe}` first.")
+    check_model_path(model_name_or_path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    script_args, training_args, model_args = parse_args(argv)
+    reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    check_sft_checkpoint(model_args.model_name_or_path)
+    if not script_args.dataset_name:
+        raise RecipeError("dataset_name is required (a hub id or a local JSONL/JSON/parquet path of RL prompts).")
+    train_dataset = load_rl_dataset(
+        script_args.dataset_name,
+        split=script_args.dataset_train_split,
+        config=script_args.dataset_config,
+        system_prompt=script_args.system_prompt,
+        max_samples=script_args.max_train_samples,
+    )
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+    from ..rl_trainer import CurioGRPOTrainer  # after validation: importing the trainer stack takes seconds
+
+    trainer = CurioGRPOTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        peft_config=get_peft_config(model_args),
+    )
+    checkpoint = resume_checkpoint(training_args, script_args.fresh_start)
+    if checkpoint:
+        trainer.accelerator.print(f"Resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
+
+
+def cli() -> None:
+    run_cli(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,45 @@
+"""`CurioGRPOTrainer`: TRL's `GRPOTrainer` plus two metrics of the paper's RL stage, `pass@G` and `grader_timeouts`.
+
+One seam is overridden, `_calculate_rewards`, which returns the rewards of the whole rollout batch gathered over
+processes, `(B * G, F)` for B prompts, G = `num_generations` samples each and F reward functions, rows grouped by
+prompt. From it:
+
+- `pass@G`: the fraction of prompts with at least one correct completion among its G samples, where a completion is
+  correct when its (weighted) total reward is > 0 (our rewards are 1/0 verifiers). Next to TRL's `reward` (the mean,
+  i.e. avg@G), it shows whether the group still contains a success to learn from.
+- `grader_timeouts`: completions of the rollout batch (all processes) whose grading timed out and scored 0.0
+  (`curiosft_trl.rewards.timeouts()`).
+
+Both are appended to `self._metrics[mode]` like TRL's own metrics and averaged over each logging window.
+"""
+
+import torch
+from accelerate.utils import gather
+from trl import GRPOTrainer
+
+from . import rewards
+
+
+def pass_at_group(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_generations: int) -> float:
+    """Fraction of groups with a completion whose total reward is > 0.
+
+    rewards_per_func: `(B * G, F)`, rows grouped by prompt (NaN where a function did not score a row);
+    weights: `(F,)`.
+    """
+    total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)  # (B * G,)
+    return (total.view(-1, num_generations) > 0).any(dim=1).float().mean().item()
+
+
+class CurioGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` that also logs `pass@G` and `grader_timeouts` (see the module docstring)."""
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        timeouts_before = rewards.timeouts()
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        weights = self.reward_weights.to(rewards_per_func.device)
+        self._metrics[mode]["pass@G"].append(pass_at_group(rewards_per_func, weights, num_generations))
+        local = torch.tensor([float(rewards.timeouts() - timeouts_before)], device=rewards_per_func.device)
+        self._metrics[mode]["grader_timeouts"].append(gather(local).sum().item())
+        return rewards_per_func
