@@ -41,8 +41,11 @@ eval: install
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q
 
+# Speed and memory, each measured side by side in one run and printed as ratios
 bench: install
-	$(OFFLINE) $(BIN)/python bench/run.py
+	$(OFFLINE) $(BIN)/python bench/sft_bench.py
+	$(OFFLINE) $(BIN)/python bench/grpo_bench.py
+	$(OFFLINE) $(BIN)/python bench/eval_throughput.py
 
 clean:
 	rm -rf outputs
