@@ -24,7 +24,7 @@ from curiosft_trl.tiny import (
     solve,
     write_jsonl,
 )
-from curiosft_trl.tiny.base import COMPLETE_MARKER
+from curiosft_trl.tiny.base import BASE_VERSION, COMPLETE_MARKER
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,9 @@ def tokenizer(tiny_dir):
 
 
 def _expected_answer(problem: str) -> int:
-    """Independent re-computation from the problem text: `Compute a*b + c*d + ... .`"""
+    """Independent re-computation from the problem text: `Compute a*b+c*d+... .`"""
     body = problem.removeprefix("Compute ").removesuffix(".")
-    return sum(int(x) * int(y) for x, y in (term.split("*") for term in body.split(" + ")))
+    return sum(int(x) * int(y) for x, y in (term.split("*") for term in body.split("+")))
 
 
 def test_answers_verify_against_problem_text():
@@ -50,7 +50,10 @@ def test_answers_verify_against_problem_text():
         assert boxed_answer(row["solution"]) == row["answer"]
         # Every line of the trace is correct arithmetic.
         reasoning = row["solution"].split(THINK_END)[0]
-        for a, op, b, c in re.findall(r"(\d+) ?([*+]) ?(\d+) = (\d+)", reasoning):
+        lines = reasoning.strip().splitlines()
+        assert len(lines) == 2 * row["level"] + 1  # L + 1 products, then L additions
+        for line in lines:
+            a, op, b, c = re.fullmatch(r"(\d+)([*+])(\d+)=(\d+)", line).groups()
             assert (int(a) * int(b) if op == "*" else int(a) + int(b)) == int(c)
 
 
@@ -75,7 +78,7 @@ def test_canonical_is_fixed_and_diverse_varies():
     terms = sorted(tuple(sorted(map(int, t))) for t in re.findall(r"(\d)\*(\d)", row["problem"]))
     for trace in diverse:
         assert sorted(tuple(sorted(map(int, t))) for t in re.findall(r"(\d)\*(\d)", trace)) == terms
-        assert trace.splitlines()[-1].endswith(f"= {row['answer']}")
+        assert trace.splitlines()[-1].endswith(f"={row['answer']}")
 
 
 def test_solve_rejects_unknown_strategy():
@@ -110,6 +113,12 @@ def test_ensure_tiny_data_writes_three_files(tmp_path):
     sft = [json.loads(line) for line in paths["sft_train"].read_text().splitlines()]
     assert len(sft) == 2000 and len(test_problems) == 200
     assert not test_problems & {r["problem"] for r in sft}
+    # Up-to-date files are kept; a file in an older task format is rewritten.
+    mtime = paths["sft_train"].stat().st_mtime_ns
+    paths["test"].write_text(json.dumps({"problem": "Compute 2*3 + 4*5."}) + "\n")
+    assert ensure_tiny_data(tmp_path) == paths
+    assert paths["sft_train"].stat().st_mtime_ns == mtime
+    assert len(paths["test"].read_text().splitlines()) == 200
 
 
 def test_tokenizer_ids_survive_reload(tmp_path, tokenizer):
@@ -122,7 +131,7 @@ def test_tokenizer_ids_survive_reload(tmp_path, tokenizer):
     ids = fresh(text)["input_ids"]
     assert reloaded(text)["input_ids"] == ids == tokenizer(text)["input_ids"]
     assert reloaded.decode(ids) == text
-    assert len(ids) < 200  # a level-4 conversation stays short
+    assert len(ids) < 150  # a level-4 conversation stays short: one-line system prompt, no spaces in the maths
     # Digits are single tokens (arithmetic stays learnable) and the think tags are single tokens.
     assert all(len(fresh.tokenize(d)) == 1 for d in "0123456789")
     assert len(fresh.tokenize("<think>")) == len(fresh.tokenize("</think>")) == 1
@@ -139,7 +148,7 @@ def test_tokenizer_special_tokens(tokenizer):
 
 def test_chat_template_generation_prompt_is_prefix(tokenizer):
     prompt = prompt_messages("Compute 2*3.", TINY_SYSTEM_PROMPT)
-    full = prompt + [{"role": "assistant", "content": "2*3 = 6\n</think>\n\nThe answer is \\boxed{6}."}]
+    full = prompt + [{"role": "assistant", "content": "2*3=6\n</think>\n\nThe answer is \\boxed{6}."}]
     prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
     full_text = tokenizer.apply_chat_template(full, tokenize=False)
     assert prompt_text.endswith("<|im_start|>assistant\n<think>\n")
@@ -165,7 +174,7 @@ def test_tiny_model_builds_and_runs(tiny_dir, tokenizer):
     assert config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     assert model.generation_config.eos_token_id == config.eos_token_id
-    batch = tokenizer(["Compute 2*3.", "Compute 4*5 + 6*7."], return_tensors="pt", padding=True)
+    batch = tokenizer(["Compute 2*3.", "Compute 4*5+6*7."], return_tensors="pt", padding=True)
     logits = model(**batch).logits
     assert logits.shape == (2, batch["input_ids"].shape[1], config.vocab_size)
     assert torch.isfinite(logits).all()
@@ -182,9 +191,22 @@ def test_ensure_tiny_base_uses_complete_cache(tmp_path, tiny_dir):
     # A directory with the marker is returned as is, without a (slow) rebuild.
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / COMPLETE_MARKER).write_text("done\n")
+    (cache / COMPLETE_MARKER).write_text(f"{BASE_VERSION} steps=1\n")
     assert ensure_tiny_base(cache) == cache
     assert sorted(p.name for p in cache.iterdir()) == [COMPLETE_MARKER]
+
+
+def test_ensure_tiny_base_rebuilds_older_version(tmp_path, monkeypatch):
+    import curiosft_trl.tiny.base as base
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / COMPLETE_MARKER).write_text("steps=600 final_loss=0.5\n")  # a v1 cache: no version
+    short = base.pretrain
+    monkeypatch.setattr(base, "pretrain", lambda model, tokenizer: short(model, tokenizer, steps=1))
+    assert ensure_tiny_base(cache) == cache
+    assert (cache / COMPLETE_MARKER).read_text().startswith(BASE_VERSION)
+    assert (cache / "config.json").exists()
 
 
 def test_ensure_tiny_base_builds_atomically(tmp_path, monkeypatch):

@@ -1,14 +1,14 @@
-"""The tiny default's synthetic task: sums of products, e.g. `Compute 3*4 + 5*6 + 2*7.` -> `\\boxed{56}`.
+"""The tiny default's synthetic task: sums of products, e.g. `Compute 3*4+5*6+2*7.` -> `\\boxed{56}`.
 
 A solution trace first evaluates every product, then adds the partial products in the order they were
 written. Two kinds of genuine choice are left to the writer: the direction (terms left to right or right to
 left) and, for each product, the factor order (`3*4` or `4*3`):
 
-    7*2 = 14
-    5*6 = 30
-    4*3 = 12
-    14 + 30 = 44
-    44 + 12 = 56
+    7*2=14
+    5*6=30
+    4*3=12
+    14+30=44
+    44+12=56
 
 So the first token of each product line is a choice point: a model that has seen every variant should be
 uncertain there (~log 4 on the first line, ~log 2 later). Every other token is forced by arithmetic. That
@@ -31,7 +31,7 @@ from curiosft_trl.prompts import think_completion
 
 # The tiny model's system prompt. LUFFY's SYSTEM_PROMPT is ~150 tokens, which would dominate a tiny model's
 # context and compute; the base pretraining and every later stage of the tiny default use this one instead.
-TINY_SYSTEM_PROMPT = "Think step by step inside <think>, then give the answer in \\boxed{}."
+TINY_SYSTEM_PROMPT = "Reason in <think>, answer in \\boxed{}."
 
 LEVELS = (1, 2, 3, 4)
 FACTORS = range(2, 10)
@@ -58,7 +58,7 @@ def generate_problem(rng: random.Random, level: int) -> dict:
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     terms = [(rng.choice(FACTORS), rng.choice(FACTORS)) for _ in range(level + 1)]
-    problem = "Compute " + " + ".join(f"{a}*{b}" for a, b in terms) + "."
+    problem = "Compute " + "+".join(f"{a}*{b}" for a, b in terms) + "."
     answer = sum(a * b for a, b in terms)
     problem_id = f"L{level}-" + hashlib.sha256(problem.encode()).hexdigest()[:12]
     return {"id": problem_id, "problem": problem, "answer": str(answer), "level": level}
@@ -82,10 +82,10 @@ def solve(problem_row: dict, rng: random.Random | None = None, strategy: str = "
     lines, products = [], []
     for a, b in terms:
         products.append(a * b)
-        lines.append(f"{a}*{b} = {a * b}")
+        lines.append(f"{a}*{b}={a * b}")
     total = products[0]
     for p in products[1:]:
-        lines.append(f"{total} + {p} = {total + p}")
+        lines.append(f"{total}+{p}={total + p}")
         total += p
     return "\n".join(lines)
 
