@@ -24,8 +24,16 @@ class DataError(ValueError):
     """A dataset that cannot be used as given; the message names the source, the row and what was expected."""
 
 
-def load_raw_dataset(name_or_path: str, split: str = "train", config: str | None = None) -> Dataset:
-    """A local file or folder (JSONL, JSON, parquet; `.jsonl.gz` too), or a hub dataset id."""
+def load_raw_dataset(
+    name_or_path: str, split: str = "train", config: str | None = None, max_samples: int | None = None
+) -> Dataset:
+    """A local file or folder (JSONL, JSON, parquet; `.jsonl.gz` too), or a hub dataset id; the first
+    `max_samples` rows if given."""
+    dataset = _load(name_or_path, split, config)
+    return dataset if max_samples is None else dataset.select(range(min(max_samples, len(dataset))))
+
+
+def _load(name_or_path: str, split: str, config: str | None) -> Dataset:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         builder = LOCAL_BUILDERS.get(path.suffix)
@@ -94,7 +102,5 @@ def load_sft_dataset(
     max_samples: int | None = None,
 ) -> Dataset:
     """Load and shape an SFT dataset (see module docstring); `max_samples` keeps the first rows."""
-    dataset = load_raw_dataset(name_or_path, split=split, config=config)
-    if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    dataset = load_raw_dataset(name_or_path, split=split, config=config, max_samples=max_samples)
     return to_prompt_completion(dataset, source=name_or_path, system_prompt=system_prompt)

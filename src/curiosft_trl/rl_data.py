@@ -61,7 +61,5 @@ def load_rl_dataset(
     max_samples: int | None = None,
 ) -> Dataset:
     """Load and shape an RL prompt dataset (see module docstring); `max_samples` keeps the first rows."""
-    dataset = load_raw_dataset(name_or_path, split=split, config=config)
-    if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    dataset = load_raw_dataset(name_or_path, split=split, config=config, max_samples=max_samples)
     return to_rl_prompts(dataset, source=name_or_path, system_prompt=system_prompt)

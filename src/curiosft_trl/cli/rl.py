@@ -16,8 +16,7 @@ from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_co
 
 from ..prompts import SYSTEM_PROMPT
 from ..rl_data import load_rl_dataset
-from . import RecipeError, run_cli
-from .sft import check_model_path, resume_checkpoint
+from . import RecipeError, check_model_path, model_init_kwargs, run_cli, train_and_save
 
 
 @dataclass
@@ -88,12 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         system_prompt=script_args.system_prompt,
         max_samples=script_args.max_train_samples,
     )
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     from ..rl_trainer import CurioGRPOTrainer  # after validation: importing the trainer stack takes seconds
 
     trainer = CurioGRPOTrainer(
@@ -103,12 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
-    checkpoint = resume_checkpoint(training_args, script_args.fresh_start)
-    if checkpoint:
-        trainer.accelerator.print(f"Resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
+    train_and_save(trainer, training_args, script_args.fresh_start)
 
 
 def cli() -> None:

@@ -4,19 +4,15 @@ YAML keys are the fields of `SFTScriptArguments`, `CurioSFTConfig` and TRL's `Mo
 override them. Training resumes from the last checkpoint in `output_dir` unless `--fresh_start` is given.
 """
 
-import os
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from transformers import AutoConfig
-from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..config import CurioSFTConfig
 from ..data import load_sft_dataset
 from ..prompts import SYSTEM_PROMPT
-from . import RecipeError, run_cli
+from . import RecipeError, check_model_path, model_init_kwargs, run_cli, train_and_save
 
 
 @dataclass
@@ -40,29 +36,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, Curio
         raise RecipeError(str(e)) from e
 
 
-def check_model_path(model_name_or_path: str | None) -> None:
-    """Fail before training starts if the model cannot be loaded, naming the path."""
-    if not model_name_or_path:
-        raise RecipeError("model_name_or_path is required (a hub id or a local model directory).")
-    path = Path(model_name_or_path).expanduser()
-    if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise RecipeError(f"model_name_or_path: {path} has no weights (*.safetensors or *.bin).")
-    try:
-        AutoConfig.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as e:
-        hint = " Run `make tiny` to build the tiny default." if "tiny" in model_name_or_path else ""
-        raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {str(e).splitlines()[0]}.{hint}")
-
-
-def resume_checkpoint(training_args: CurioSFTConfig, fresh_start: bool) -> str | None:
-    """An explicit `resume_from_checkpoint`, else the last checkpoint in `output_dir` (unless `fresh_start`)."""
-    if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
-    if fresh_start or not os.path.isdir(training_args.output_dir):
-        return None
-    return get_last_checkpoint(training_args.output_dir)
-
-
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
     check_model_path(model_args.model_name_or_path)
@@ -75,12 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         system_prompt=script_args.system_prompt,
         max_samples=script_args.max_train_samples,
     )
-    training_args.model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
+    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
     from ..trainer import CurioSFTTrainer  # after validation: importing the trainer stack takes seconds
 
     trainer = CurioSFTTrainer(
@@ -89,13 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
-    checkpoint = resume_checkpoint(training_args, script_args.fresh_start)
-    if checkpoint:
-        trainer.accelerator.print(f"Resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
-    trainer.end()
+    train_and_save(trainer, training_args, script_args.fresh_start)
 
 
 def cli() -> None:
