@@ -1,7 +1,8 @@
 """`make bench`: CurioSFT's cost against vanilla TRL SFT, measured side by side in one run and printed as ratios.
 
-1. SFT step time and peak memory, `sft_loss: curiosft` vs `sft_loss: nll`, on a Qwen2 with Qwen2.5's 151,936-token
-   vocabulary, sequence length 512, gradient checkpointing on; each arm in its own process (`bench/sft_step.py`).
+1. SFT step time and peak memory, `sft_loss: curiosft` vs `sft_loss: nll`, on Qwen2 models with Qwen2.5's
+   151,936-token vocabulary (Qwen2.5-0.5B's shape, and a shallow 4-layer one where the LM head dominates), sequence
+   length 512, gradient checkpointing on; each arm in its own process (`bench/sft_step.py`).
    Targets (issue): time <= 1.35x vanilla; peak memory <= vanilla + the teacher's weights + 10%.
 2. Temperature selection alone: `entropy_guided_temperature` per token on full-vocabulary logits, next to one
    `log_softmax` over the same logits (the unit of cost of any LM loss).
@@ -21,9 +22,13 @@ HERE = Path(__file__).resolve().parent
 VOCAB = 151_936
 
 
-def run_arm(sft_loss: str) -> dict:
-    out = subprocess.run([sys.executable, str(HERE / "sft_step.py"), sft_loss], capture_output=True, text=True,
-                         check=True)
+# (arch, per-device batch, steps): the 0.5B shape is the realistic case, the shallow one the worst case
+ARMS = [("qwen2.5-0.5b", 1, 4), ("shallow", 2, 6)]
+
+
+def run_arm(sft_loss: str, arch: str, batch: int, steps: int) -> dict:
+    out = subprocess.run([sys.executable, str(HERE / "sft_step.py"), sft_loss, "--arch", arch, "--batch", str(batch),
+                          "--steps", str(steps)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -39,14 +44,16 @@ def time_per_token(fn, logits: torch.Tensor, repeats: int = 3) -> float:
 
 def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"# CurioSFT vs vanilla TRL SFT ({device}; vocab {VOCAB}, seq 512, batch 2, gradient checkpointing)")
-    vanilla, curio = run_arm("nll"), run_arm("curiosft")
-    budget = vanilla["peak_bytes"] + curio["model_bytes"]
-    print(f"step time   nll {vanilla['step_s']:.3f} s   curiosft {curio['step_s']:.3f} s   "
-          f"ratio {curio['step_s'] / vanilla['step_s']:.2f}x   (target <= 1.35x)")
-    print(f"peak memory ({curio['memory']})   nll {vanilla['peak_bytes'] / 2**20:.0f} MiB   "
-          f"curiosft {curio['peak_bytes'] / 2**20:.0f} MiB   teacher weights {curio['model_bytes'] / 2**20:.0f} MiB")
-    print(f"            curiosft / (nll + teacher) = {curio['peak_bytes'] / budget:.2f}   (target <= 1.10)")
+    for arch, batch, steps in ARMS:
+        print(f"# CurioSFT vs vanilla TRL SFT: {arch} ({device}; vocab {VOCAB}, seq 512, batch {batch}, "
+              "gradient checkpointing)")
+        vanilla, curio = run_arm("nll", arch, batch, steps), run_arm("curiosft", arch, batch, steps)
+        budget = vanilla["peak_bytes"] + curio["model_bytes"]
+        print(f"step time   nll {vanilla['step_s']:.3f} s   curiosft {curio['step_s']:.3f} s   "
+              f"ratio {curio['step_s'] / vanilla['step_s']:.2f}x   (target <= 1.35x)")
+        print(f"peak memory ({curio['memory']})   nll {vanilla['peak_bytes'] / 2**20:.0f} MiB   "
+              f"curiosft {curio['peak_bytes'] / 2**20:.0f} MiB   teacher weights {curio['model_bytes'] / 2**20:.0f} MiB")
+        print(f"            curiosft / (nll + teacher) = {curio['peak_bytes'] / budget:.2f}   (target <= 1.10)")
 
     logits = torch.randn(256, VOCAB, device=device) * 3
     tau_s = time_per_token(entropy_guided_temperature, logits)

@@ -1,8 +1,8 @@
 """One benchmark arm, in its own process so that peak memory is its own: train a few steps, print JSON.
 
-Usage: python bench/sft_step.py SFT_LOSS [--steps N] [--seq-len L] [--batch B]
-The model is a small Qwen2 with Qwen2.5's real vocabulary (151,936 tokens), where the LM head dominates memory,
-trained with gradient checkpointing on random token sequences whose second half is the completion.
+Usage: python bench/sft_step.py SFT_LOSS [--arch qwen2.5-0.5b|shallow] [--steps N] [--seq-len L] [--batch B]
+The model is a randomly initialised Qwen2 with Qwen2.5's real vocabulary (151,936 tokens), trained with gradient
+checkpointing on random token sequences whose second half is the completion.
 """
 
 import argparse
@@ -21,6 +21,15 @@ from curiosft_trl.tiny.tokenizer import build_tokenizer
 from curiosft_trl.trainer import CurioSFTTrainer
 
 QWEN25_VOCAB = 151_936
+# `qwen2.5-0.5b`: Qwen2.5-0.5B's shape (random weights): a real model, where the backbone does most of the work.
+# `shallow`: a 4-layer, 256-wide backbone under the same vocabulary, where the LM head (and so the teacher's
+# temperature selection) dominates: the worst case for CurioSFT's relative cost.
+ARCHS = {
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2),
+    "shallow": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
+                    num_key_value_heads=2),
+}
 
 
 class StepTimer(TrainerCallback):
@@ -42,11 +51,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--arch", choices=list(ARCHS), default="qwen2.5-0.5b")
     opts = parser.parse_args()
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=QWEN25_VOCAB, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=opts.seq_len,
-                         tie_word_embeddings=True)
+    config = Qwen2Config(vocab_size=QWEN25_VOCAB, max_position_embeddings=opts.seq_len, tie_word_embeddings=True,
+                         **ARCHS[opts.arch])
     model = Qwen2ForCausalLM(config)
     ids = torch.randint(0, QWEN25_VOCAB, (64, opts.seq_len))
     half = opts.seq_len // 2
@@ -71,7 +80,7 @@ def main() -> None:
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
     json.dump({"sft_loss": opts.sft_loss, "step_s": sum(steady) / len(steady), "peak_bytes": peak,
-               "memory": kind, "model_bytes": teacher_bytes}, sys.stdout)
+               "memory": kind, "model_bytes": teacher_bytes, "arch": opts.arch}, sys.stdout)
 
 
 if __name__ == "__main__":
