@@ -6,6 +6,8 @@ Usage: [accelerate launch ...] train_tiny.py MODEL_DIR DATA_FILE OUT_DIR PER_DEV
 import json
 import sys
 
+import torch
+
 from curiosft_trl.config import CurioSFTConfig
 from curiosft_trl.data import load_sft_dataset
 from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
@@ -23,3 +25,8 @@ if trainer.accelerator.is_main_process:
     logs = [h for h in trainer.state.log_history if "loss" in h]
     with open(f"{out_dir}/losses.json", "w") as f:
         json.dump(logs, f)
+# Tear the process group down explicitly: left to interpreter exit, DeepSpeed's CPU communication threads can abort
+# a rank after training has finished ("terminate called without an active exception")
+trainer.accelerator.wait_for_everyone()
+if torch.distributed.is_initialized():
+    torch.distributed.destroy_process_group()
