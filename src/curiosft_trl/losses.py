@@ -31,6 +31,7 @@ def entropy_guided_temperature(
     max_entropy_increment: float = 0.5,
     num_iterations: int = 20,
     low_entropy_threshold: float = 0.03,
+    full_entropy: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Entropy-Guided Temperature Selection: teacher logits `(..., V)` at temperature 1 -> tau `(...)` (float32).
 
@@ -39,30 +40,14 @@ def entropy_guided_temperature(
     3. bisect `H_K(z / tau) = H*` on `[tau_min, tau_max]` (entropy rises with tau, so the root is unique),
        clamping to an end when the target is out of reach;
     4. `tau = tau_min` where the full-vocabulary entropy is `<= low_entropy_threshold`.
+
+    `full_entropy` `(...)`: that entropy, when the caller has it already (it is computed here otherwise).
     """
-    logits = teacher_logits.detach()
-    return _temperature(logits, entropy_from_logits(logits.float()), tau_min=tau_min, tau_max=tau_max, top_k=top_k,
-                        entropy_pivot=entropy_pivot, entropy_slope=entropy_slope,
-                        max_entropy_increment=max_entropy_increment, num_iterations=num_iterations,
-                        low_entropy_threshold=low_entropy_threshold)
-
-
-def _temperature(
-    logits: torch.Tensor,
-    full_entropy: torch.Tensor,
-    *,
-    tau_min: float = 1.1,
-    tau_max: float = 1.5,
-    top_k: int = 512,
-    entropy_pivot: float = 1.2,
-    entropy_slope: float = 2.0,
-    max_entropy_increment: float = 0.5,
-    num_iterations: int = 20,
-    low_entropy_threshold: float = 0.03,
-) -> torch.Tensor:
-    """`entropy_guided_temperature` given the rows' full-vocabulary entropy `(...)`, which callers reuse."""
     if tau_min > tau_max:
         raise ValueError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
+    logits = teacher_logits.detach()
+    if full_entropy is None:
+        full_entropy = entropy_from_logits(logits.float())
     # The bisection runs on at most `top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
     # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows).
     top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values.double()  # (..., K)
@@ -102,7 +87,7 @@ def teacher_gold_logprobs(
         logits = teacher_logits.detach().float()
         entropy = entropy_from_logits(logits)  # computed once: the temperature rule and the metrics share it
         if fixed_tau is None:
-            tau = _temperature(logits, entropy, **temperature_kwargs)
+            tau = entropy_guided_temperature(logits, full_entropy=entropy, **temperature_kwargs)
         else:
             tau = logits.new_full(logits.shape[:-1], float(fixed_tau))
         scaled = logits / tau.unsqueeze(-1)
