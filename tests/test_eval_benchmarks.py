@@ -55,3 +55,59 @@ def test_unknown_benchmark_and_missing_file_are_one_clear_error(tmp_path):
         resolve_benchmarks(["aime26"])
     with pytest.raises(DataError, match=r"aime24: data file .*aime2024.jsonl not found"):
         load_benchmark(BENCHMARKS["aime24"], tmp_path, SYSTEM_PROMPT)
+
+
+# Rows shaped like each pinned hub revision's (column names and types as published on the dataset cards).
+HUB_ROWS = {
+    "aime24": {"id": 60, "problem": "Find x.", "solution": "...", "answer": "033", "url": "u", "year": "2024"},
+    "amc23": {"id": 0, "question": "Find y.", "answer": 27.0, "url": "u"},
+    "olympiadbench": {"id": 2231, "question": "Find z.", "final_answer": ["$\\frac{1}{2}$"], "context": None},
+    "mmlu_pro": {"question_id": 70, "question": "Q?", "options": ["a", "b", "c"], "answer": "C", "answer_index": 2},
+    "arc_challenge": {"id": "Mercury_1", "question": "Q?", "choices": {"text": ["w", "x", "y", "z"],
+                                                                      "label": ["1", "2", "3", "4"]}, "answerKey": "3"},
+    "gpqa_diamond": {"Record ID": "rec1", "Question": "Q? ", "Correct Answer": "right", "Incorrect Answer 1": "no1",
+                     "Incorrect Answer 2": "no2", "Incorrect Answer 3": "no3"},
+}
+
+
+def test_every_hub_copy_is_pinned_to_a_commit():
+    for b in BENCHMARKS.values():
+        if b.group != "tiny":
+            assert b.hub_id and len(b.hub_revision) == 40 and int(b.hub_revision, 16) >= 0, b.name
+
+
+@pytest.mark.parametrize("name", list(HUB_ROWS))
+def test_hub_rows_map_onto_our_schema_and_grade(name, monkeypatch):
+    """`data_dir=None` loads the pinned hub revision; its rows become prompts whose gold grades against itself."""
+    import datasets
+
+    from curiosft_trl.grading import grade
+
+    bench, calls = BENCHMARKS[name], []
+
+    def fake_load_dataset(path, config=None, *, split, revision):
+        calls.append((path, config, split, revision))
+        return [HUB_ROWS[name]]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    rows, source = load_benchmark(bench, None, SYSTEM_PROMPT)
+    assert calls == [(bench.hub_id, bench.hub_config, bench.hub_split, bench.hub_revision)]
+    assert source.startswith(f"hf://{bench.hub_id}") and bench.hub_revision in source
+    (row,) = rows
+    assert [m["role"] for m in row["messages"]] == ["system", "user"]
+    expected_gold = {"aime24": "033", "amc23": "27.0", "olympiadbench": "$\\frac{1}{2}$", "mmlu_pro": "C",
+                     "arc_challenge": "C"}
+    if name == "gpqa_diamond":  # shuffled, seeded by the record id: the gold letter points at the correct text
+        user = row["messages"][1]["content"]
+        assert f"\n{row['gold']}) right\n" in user and row == load_benchmark(bench, None, SYSTEM_PROMPT)[0][0]
+    else:
+        assert row["gold"] == expected_gold[name]
+    assert grade(f"\\boxed{{{row['gold']}}}", row["gold"], kind=row["kind"], num_choices=row["num_choices"]).correct
+
+
+def test_a_reshaped_hub_copy_is_one_clear_error(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: [{"prompt": "Find x.", "solution": "2"}])
+    with pytest.raises(DataError, match=r"hf://HuggingFaceH4/MATH-500@6e4ed1a.*rows do not have the expected"):
+        load_benchmark(BENCHMARKS["math500"], None, SYSTEM_PROMPT)

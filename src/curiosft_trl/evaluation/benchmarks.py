@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,8 @@ CHOICE_INSTRUCTION = "Answer with the letter of the correct option, in \\boxed{}
 class Benchmark:
     """One benchmark: its local file and hub source, its group (ID/OOD), kind and default samples per problem.
 
-    `hub_id`/`hub_split`/`hub_revision` name the hub copy used when the local file is absent and `data_dir` is
-    not given; `hub_fields` maps our field names (`problem`/`question`, `answer`, `choices`) to the hub columns.
+    `hub_id`/`hub_config`/`hub_split`/`hub_revision` name the hub copy used when `data_dir` is not given;
+    `hub_layout` says how its rows map onto our schema (see `hub_row`).
     """
 
     name: str
@@ -43,26 +44,36 @@ class Benchmark:
     hub_id: str | None = None
     hub_split: str = "test"
     hub_revision: str | None = None
-    hub_fields: tuple[tuple[str, str], ...] = ()
+    hub_config: str | None = None
+    hub_layout: Literal["problem", "question", "olympiad", "mmlu_pro", "arc", "gpqa"] = "problem"
 
 
-# Hub revisions are left at the default branch: the machines this was written on have no hub access, so no
-# commit could be checked. Pin them (`hub_revision`) once verified; results.json records whatever was used.
+# Hub revisions are the commits that public evaluation code pins for these datasets (the one most widely pinned
+# where several exist); they could not be re-read here (no hub access), so results.json records the exact source.
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
-        Benchmark("aime24", "aime2024.jsonl", "id", "math", hub_id="HuggingFaceH4/aime_2024", hub_split="train"),
-        Benchmark("aime25", "aime2025.jsonl", "id", "math", hub_id="math-ai/aime25"),
-        Benchmark("amc23", "amc2023.jsonl", "id", "math", hub_id="math-ai/amc23", hub_fields=(("problem", "question"),)),
-        Benchmark("math500", "math500.jsonl", "id", "math", hub_id="HuggingFaceH4/MATH-500"),
-        Benchmark("minerva", "minerva_math.jsonl", "id", "math", hub_id="math-ai/minervamath",
-                  hub_fields=(("problem", "question"),)),
+        Benchmark("aime24", "aime2024.jsonl", "id", "math", hub_id="HuggingFaceH4/aime_2024", hub_split="train",
+                  hub_revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a"),
+        Benchmark("aime25", "aime2025.jsonl", "id", "math", hub_id="math-ai/aime25",
+                  hub_revision="563bb8404243c5f09de6ec262f2db674fe5bce9b"),
+        Benchmark("amc23", "amc2023.jsonl", "id", "math", hub_id="math-ai/amc23", hub_layout="question",
+                  hub_revision="80815d37005feb82cd7f8fbc6901d5d3eff43057"),
+        Benchmark("math500", "math500.jsonl", "id", "math", hub_id="HuggingFaceH4/MATH-500",
+                  hub_revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be"),
+        Benchmark("minerva", "minerva_math.jsonl", "id", "math", hub_id="math-ai/minervamath", hub_layout="question",
+                  hub_revision="ee46ddc498933b1977577953250ca5c66be64f96"),
         Benchmark("olympiadbench", "olympiadbench.jsonl", "id", "math", hub_id="math-ai/olympiadbench",
-                  hub_fields=(("problem", "question"), ("answer", "final_answer"))),
-        Benchmark("gpqa_diamond", "gpqa_diamond.jsonl.gz", "ood", "choice"),
-        Benchmark("arc_challenge", "arc_challenge_test.jsonl", "ood", "choice"),
+                  hub_layout="olympiad", hub_revision="4faaf1e6ec17d11a4218a9bf4c049ecaf954dd84"),
+        # Gated on the hub (accept its terms, set HF_TOKEN). The hub copy stores the correct answer and three
+        # distractors; `hub_row` shuffles them with a seed fixed by the record id.
+        Benchmark("gpqa_diamond", "gpqa_diamond.jsonl.gz", "ood", "choice", hub_id="Idavidrein/gpqa",
+                  hub_config="gpqa_diamond", hub_split="train", hub_layout="gpqa",
+                  hub_revision="633f5ee89ab8ad4522a9f850766b73f62147ffdd"),
+        Benchmark("arc_challenge", "arc_challenge_test.jsonl", "ood", "choice", hub_id="allenai/ai2_arc",
+                  hub_config="ARC-Challenge", hub_layout="arc", hub_revision="210d026faf9955653af8916fad021475a3f00453"),
         Benchmark("mmlu_pro", "mmlu_pro_test.jsonl.gz", "ood", "choice", n_samples=1, hub_id="TIGER-Lab/MMLU-Pro",
-                  hub_fields=(("choices", "options"),)),
+                  hub_layout="mmlu_pro", hub_revision="b189ec765aa7ed75c8acfea42df31fdae71f97be"),
         # The tiny default's test split, written by `curiosft-tiny` (`ensure_tiny_data`); read from `tiny_data_dir`.
         Benchmark("tiny", "test.jsonl", "tiny", "math"),
     ]
@@ -126,22 +137,54 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
+    """One hub row -> our schema (`{id, problem, answer}` or `{id, question, choices, answer}`), per `hub_layout`.
+
+    Column names are those of the pinned revisions: MATH-500/AIME `problem`+`answer`; amc23/minerva
+    `question`+`answer`; olympiadbench `question`+`final_answer` (a list); MMLU-Pro `question`+`options`+`answer`
+    (a letter); ARC `question`+`choices{text,label}`+`answerKey` (a label, sometimes "1".."4"); GPQA
+    `Question`+`Correct Answer`+`Incorrect Answer 1..3`.
+    """
+    layout = benchmark.hub_layout
+    row_id = str(row.get("id", row.get("unique_id", row.get("question_id", row.get("Record ID", index)))))
+    if layout in ("problem", "question", "olympiad"):
+        text = row["problem" if layout == "problem" else "question"]
+        answer = row["final_answer" if layout == "olympiad" else "answer"]
+        if isinstance(answer, (list, tuple)):  # olympiadbench: one or more final answers
+            answer = ", ".join(map(str, answer))
+        return {"id": row_id, "problem": text, "answer": str(answer)}
+    if layout == "mmlu_pro":
+        return {"id": row_id, "question": row["question"], "choices": list(row["options"]), "answer": row["answer"]}
+    if layout == "arc":
+        labels = list(row["choices"]["label"])
+        letter = string.ascii_uppercase[labels.index(row["answerKey"])]
+        return {"id": row_id, "question": row["question"], "choices": list(row["choices"]["text"]), "answer": letter}
+    if layout == "gpqa":
+        correct = row["Correct Answer"].strip()
+        choices = [correct] + [row[f"Incorrect Answer {i}"].strip() for i in (1, 2, 3)]
+        random.Random(f"gpqa-{row_id}").shuffle(choices)
+        letter = string.ascii_uppercase[choices.index(correct)]
+        return {"id": row_id, "question": row["Question"].strip(), "choices": choices, "answer": letter}
+    raise ValueError(f"{benchmark.name}: unknown hub_layout {layout!r}")
+
+
 def _hub_rows(benchmark: Benchmark) -> list[dict]:
     if benchmark.hub_id is None:
         raise DataError(f"{benchmark.name}: no hub copy is registered; give `data_dir` with {benchmark.local_file}.")
     from datasets import load_dataset
 
-    ds = load_dataset(benchmark.hub_id, split=benchmark.hub_split, revision=benchmark.hub_revision)
-    rename = dict(benchmark.hub_fields)
-    rows = []
-    for i, r in enumerate(ds):
-        row = {ours: r[rename.get(ours, ours)] for ours in ("problem", "question", "answer", "choices")
-               if rename.get(ours, ours) in r}
-        if isinstance(row.get("answer"), list):
-            row["answer"] = ", ".join(map(str, row["answer"]))
-        row["id"] = str(r.get("id", r.get("unique_id", r.get("question_id", i))))
-        rows.append(row)
-    return rows
+    ds = load_dataset(benchmark.hub_id, benchmark.hub_config, split=benchmark.hub_split,
+                      revision=benchmark.hub_revision)
+    try:
+        return [hub_row(benchmark, r, i) for i, r in enumerate(ds)]
+    except (KeyError, ValueError) as e:  # the hub copy changed shape: name it rather than fail deep in a prompt
+        raise DataError(f"{hub_source(benchmark)}: rows do not have the expected columns ({e!r}).") from e
+
+
+def hub_source(benchmark: Benchmark) -> str:
+    """`hf://id[/config]@revision:split`, as recorded in results.json."""
+    config = f"/{benchmark.hub_config}" if benchmark.hub_config else ""
+    return f"hf://{benchmark.hub_id}{config}@{benchmark.hub_revision or 'main'}:{benchmark.hub_split}"
 
 
 def load_benchmark(
@@ -162,8 +205,7 @@ def load_benchmark(
             raise DataError(f"{benchmark.name}: data file {path} not found.{hint}")
         raw, source = read_jsonl(path), f"{path} sha256:{file_sha256(path)}"
     else:
-        raw = _hub_rows(benchmark)
-        source = f"hf://{benchmark.hub_id}@{benchmark.hub_revision or 'main'}:{benchmark.hub_split}"
+        raw, source = _hub_rows(benchmark), hub_source(benchmark)
     rows = []
     for i, r in enumerate(raw[:max_problems] if max_problems else raw):
         where = f"{benchmark.name} row {i}"
