@@ -185,3 +185,43 @@ def test_two_processes_gloo(tmp_path, tiny_model_dir, tiny_rl_file):
     logs = logged(tmp_path / "out" / "checkpoint-3")
     assert [h["step"] for h in logs] == [1, 2, 3]
     assert all("pass@G" in h and "grader_timeouts" in h and "entropy" in h for h in logs)
+
+
+# ------------------------------------------------------------------------------------------------ learning
+
+
+@pytest.fixture(scope="module")
+def tiny_sft_checkpoint(tmp_path_factory) -> Path:
+    """The tiny default's SFT stage, shortened to 60 steps: `make tiny`'s base model (built once per machine and
+    cached, ~4.5 min) + CurioSFT with `recipes/tiny/curiosft.yaml` on the task's canonical demonstrations."""
+    from curiosft_trl.cli.sft import main as sft_main
+    from curiosft_trl.tiny import ensure_tiny_base, ensure_tiny_data
+
+    base = ensure_tiny_base()
+    root = tmp_path_factory.mktemp("tiny-sft")
+    data = ensure_tiny_data(root / "data")
+    out = root / "sft"
+    sft_main(["--config", str(ROOT / "recipes/tiny/curiosft.yaml"), "--model_name_or_path", str(base),
+              "--dataset_name", str(data["sft_train"]), "--output_dir", str(out), "--max_steps", "60",
+              "--save_strategy", "no", "--use_cpu", "true"])
+    return out
+
+
+def test_grpo_raises_the_mean_reward_from_the_tiny_sft_checkpoint(tmp_path, tiny_sft_checkpoint):
+    """40 seeded GRPO steps (20 rollouts of 8 prompts x 8 samples) with the tiny recipe's settings on a fixed pool of
+    8 level-1 prompts: the policy must learn them, so the mean reward of the last 5 rollouts clearly exceeds that of
+    the first 5 (measured: ~0.15 -> ~0.7 on the full-length SFT checkpoint, 2 seeds)."""
+    from curiosft_trl.tiny.task import make_split, write_jsonl
+
+    prompts = write_jsonl(make_split("train", n=8, seed=7, levels=(1,)), tmp_path / "pool.jsonl")
+    recipe = yaml.safe_load((ROOT / "recipes/tiny/grpo.yaml").read_text())
+    recipe.update(model_name_or_path=str(tiny_sft_checkpoint), dataset_name=str(prompts),
+                  output_dir=str(tmp_path / "out"), max_completion_length=64, max_steps=40, logging_steps=2,
+                  save_steps=40, use_cpu=True)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    main(["--config", str(path)])
+    rewards_per_rollout = [h["reward"] for h in logged(tmp_path / "out" / "checkpoint-40")]
+    assert len(rewards_per_rollout) == 20
+    first, last = sum(rewards_per_rollout[:5]) / 5, sum(rewards_per_rollout[-5:]) / 5
+    assert last > first + 0.2 and last > 2 * first, rewards_per_rollout
