@@ -30,7 +30,7 @@ sft: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny
 	$(call launch,sft) --config $(RECIPE)
 
 rl: RECIPE ?= recipes/tiny/grpo.yaml
-rl: install
+rl: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
 	$(call launch,rl) --config $(RECIPE)
 
 # MODEL="dir1 dir2" evaluates those checkpoints; SUITE=paper|id|ood|tiny|aime24 ... picks the benchmarks

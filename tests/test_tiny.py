@@ -24,7 +24,7 @@ from curiosft_trl.tiny import (
     solve,
     write_jsonl,
 )
-from curiosft_trl.tiny.base import BASE_VERSION, COMPLETE_MARKER
+from curiosft_trl.tiny.base import BASE_VERSION, COMPLETE_MARKER, DATA_SEEDS
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +113,16 @@ def test_ensure_tiny_data_writes_three_files(tmp_path):
     sft = [json.loads(line) for line in paths["sft_train"].read_text().splitlines()]
     assert len(sft) == 2000 and len(test_problems) == 200
     assert not test_problems & {r["problem"] for r in sft}
-    # Up-to-date files are kept; a file in an older task format is rewritten.
+    rl = [json.loads(line) for line in paths["rl_train"].read_text().splitlines()]
+    assert len(rl) == 500 and {r["level"] for r in rl} == {1} and not test_problems & {r["problem"] for r in rl}
+    # Up-to-date files are kept; a file in an older task format or level mix is rewritten.
     mtime = paths["sft_train"].stat().st_mtime_ns
     paths["test"].write_text(json.dumps({"problem": "Compute 2*3 + 4*5."}) + "\n")
+    write_jsonl(make_split("train", 8, DATA_SEEDS["rl_train"], "canonical"), paths["rl_train"])  # levels 1-4
     assert ensure_tiny_data(tmp_path) == paths
     assert paths["sft_train"].stat().st_mtime_ns == mtime
     assert len(paths["test"].read_text().splitlines()) == 200
+    assert len(paths["rl_train"].read_text().splitlines()) == 500
 
 
 def test_tokenizer_ids_survive_reload(tmp_path, tokenizer):

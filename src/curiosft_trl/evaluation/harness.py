@@ -129,7 +129,8 @@ def check_model(model: str) -> None:
         if not (path / "config.json").is_file():
             raise RecipeError(f"model_name_or_paths: {path} has no config.json.")
     elif path.exists() or model.startswith((".", "/", "~", "outputs")):
-        hint = " Run `make tiny` / `make sft` to build the tiny default's checkpoints." if "tiny" in model else ""
+        hint = " Run `make sft` (and `make rl` for outputs/tiny/grpo) to build the tiny default's checkpoints." \
+            if "tiny" in model else ""
         raise RecipeError(f"model_name_or_paths: {model} is not a model directory.{hint}")
 
 
