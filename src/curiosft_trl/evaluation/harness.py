@@ -85,7 +85,8 @@ class EvalConfig:
         default=None, metadata={"help": "vLLM without CUDA graphs / compilation; None: True on CPU, False on GPU."}
     )
     entropy_top_k: int = field(
-        default=20, metadata={"help": "vLLM logprobs per step for the token entropy (top-k, renormalised)."}
+        default=20, metadata={"help": "vLLM logprobs per step for the token entropy (top-k, renormalised: a lower "
+                                       "bound); -1: the whole vocabulary (exact, but vocab-size logprobs per token)."}
     )
     batch_size: int = field(default=64, metadata={"help": "Prompts per `generate` call (transformers backend)."})
     chunk_size: int = field(default=512, metadata={"help": "Samples generated between two cache writes."})
@@ -100,6 +101,8 @@ class EvalConfig:
             raise RecipeError(f"backend: expected `vllm` or `transformers`, got {self.backend!r}.")
         if not 0.0 < self.top_p <= 1.0 or self.temperature < 0 or self.max_new_tokens < 1:
             raise RecipeError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1.")
+        if self.entropy_top_k != -1 and self.entropy_top_k < 1:
+            raise RecipeError(f"entropy_top_k: expected -1 (whole vocabulary) or k >= 1, got {self.entropy_top_k}.")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.entropy_top_k)
