@@ -4,6 +4,8 @@ BIN      := $(VENV)/bin
 # Each target has its own default recipe (the tiny default's); RECIPE=... picks another
 # An accelerate config (recipes/accelerate/*.yaml) launches the run on several processes / GPUs / nodes
 ACCELERATE ?=
+# ARGS="--field value ..." overrides recipe fields on the command line (e.g. --output_dir, --max_steps)
+ARGS     ?=
 TINY     ?= outputs/tiny
 OFFLINE  := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
@@ -27,16 +29,16 @@ tiny: install
 
 sft: RECIPE ?= recipes/tiny/curiosft.yaml
 sft: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
-	$(call launch,sft) --config $(RECIPE)
+	$(call launch,sft) --config $(RECIPE) $(ARGS)
 
 rl: RECIPE ?= recipes/tiny/grpo.yaml
 rl: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
-	$(call launch,rl) --config $(RECIPE)
+	$(call launch,rl) --config $(RECIPE) $(ARGS)
 
 # MODEL="dir1 dir2" evaluates those checkpoints; SUITE=paper|id|ood|tiny|aime24 ... picks the benchmarks
 eval: RECIPE ?= recipes/tiny/eval.yaml
 eval: install
-	$(BIN)/curiosft-eval --config $(RECIPE) $(if $(MODEL),--model_name_or_paths $(MODEL)) $(if $(SUITE),--benchmarks $(SUITE))
+	$(BIN)/curiosft-eval --config $(RECIPE) $(if $(MODEL),--model_name_or_paths $(MODEL)) $(if $(SUITE),--benchmarks $(SUITE)) $(ARGS)
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q

@@ -119,3 +119,22 @@ def test_cli_trains_saves_and_auto_resumes(tiny_model_dir, tiny_sft_file, tmp_pa
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"Resuming from {out / 'checkpoint-2'}" in second.stdout
     assert (out / "checkpoint-4").is_dir()
+
+
+@pytest.mark.parametrize("target, variables, command", [
+    ("sft", [], "curiosft-sft --config recipes/tiny/curiosft.yaml"),
+    ("rl", ["ARGS=--max_steps 3 --output_dir x"], "curiosft-rl --config recipes/tiny/grpo.yaml --max_steps 3 --output_dir x"),
+    ("eval", ["MODEL=a b", "SUITE=id", "ARGS=--n_samples 2"],
+     "curiosft-eval --config recipes/tiny/eval.yaml --model_name_or_paths a b --benchmarks id --n_samples 2"),
+    ("sft", ["RECIPE=recipes/qwen2.5-math-7b/nll.yaml", "ACCELERATE=recipes/accelerate/zero3.yaml"],
+     "accelerate launch --config_file recipes/accelerate/zero3.yaml -m curiosft_trl.cli.sft "
+     "--config recipes/qwen2.5-math-7b/nll.yaml"),
+])
+def test_make_targets_call_the_cli_with_recipe_and_overrides(target, variables, command):
+    """`make -n` prints what a target runs: the tiny stages build the tiny default first, GPU recipes do not."""
+    root = Path(__file__).resolve().parents[1]
+    lines = subprocess.run(["make", "-n", target, *variables], cwd=root, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert " ".join(lines[-1].split()).endswith(command)
+    builds_tiny = any("curiosft-tiny" in line for line in lines)
+    assert builds_tiny == (target in ("sft", "rl") and "qwen" not in " ".join(variables))
