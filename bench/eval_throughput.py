@@ -1,13 +1,19 @@
 """Evaluation throughput on the tiny model: generated tokens/s of vLLM(-CPU) vs transformers, and grading items/s.
 
-Both backends generate the same requests (tiny-task prompts, temperature 0.6, per-sample seeds) after a warm-up
-call; the ratio is vLLM's tokens/s over transformers'. Grading runs the shared grader (`grade_many`) on a mix of
-boxed-correct, boxed-wrong and unboxed completions. `python bench/eval_throughput.py` (vLLM must be installed).
+Both backends generate the same requests (tiny-task test prompts x 8 samples, temperature 0.6, per-sample seeds,
+up to 512 new tokens: the tiny eval recipe's protocol) after a warm-up call; the ratio is vLLM's tokens/s over
+transformers'. The model is the tiny SFT checkpoint (`outputs/tiny/sft-curiosft`, whose completions stop at EOS
+with varied lengths, as in a real evaluation), else the cached tiny base. Grading runs the shared grader
+(`grade_many`) on a mix of boxed-correct, boxed-wrong and unboxed completions.
+
+Usage: python bench/eval_throughput.py [--model DIR] [--prompts N]   (vLLM must be installed)
 """
 
+import argparse
 import os
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -15,9 +21,10 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 from curiosft_trl import grading  # noqa: E402
 from curiosft_trl.evaluation.benchmarks import BENCHMARKS, load_benchmark  # noqa: E402
 from curiosft_trl.evaluation.generation import SamplingConfig, build_backend  # noqa: E402
-from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, build_tiny_model, ensure_tiny_data  # noqa: E402
+from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_base, ensure_tiny_data  # noqa: E402
 
-NUM_PROMPTS, SAMPLES, MAX_NEW_TOKENS = 32, 4, 128
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES, MAX_NEW_TOKENS = 8, 512
 
 
 def generation_throughput(backend_name: str, model: str, prompts: list[str], seeds: list[int]) -> float:
@@ -41,10 +48,15 @@ def grading_throughput(n: int = 2000) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=None, help="default: outputs/tiny/sft-curiosft, else the tiny base")
+    parser.add_argument("--prompts", type=int, default=200, help="tiny test problems (200: the whole split)")
+    opts = parser.parse_args()
+    sft = ROOT / "outputs/tiny/sft-curiosft"
+    model = opts.model or (str(sft) if (sft / "config.json").is_file() else str(ensure_tiny_base()))
     with tempfile.TemporaryDirectory() as tmp:
-        model = str(build_tiny_model(os.path.join(tmp, "model"), seed=0))
         ensure_tiny_data(os.path.join(tmp, "data"))
-        rows, _ = load_benchmark(BENCHMARKS["tiny"], os.path.join(tmp, "data"), TINY_SYSTEM_PROMPT, NUM_PROMPTS)
+        rows, _ = load_benchmark(BENCHMARKS["tiny"], os.path.join(tmp, "data"), TINY_SYSTEM_PROMPT, opts.prompts)
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model)
@@ -53,7 +65,8 @@ def main() -> None:
         seeds = list(range(len(prompts)))
         hf = generation_throughput("transformers", model, prompts, seeds)
         vl = generation_throughput("vllm", model, prompts, seeds)
-    print(f"eval generation ({len(prompts)} samples x <= {MAX_NEW_TOKENS} tokens, tiny model): "
+    print(f"# Evaluation, {model}: {len(prompts)} samples, up to {MAX_NEW_TOKENS} new tokens")
+    print(f"eval generation: "
           f"vllm {vl:.0f} tok/s, transformers {hf:.0f} tok/s, ratio vllm/transformers {vl / hf:.2f}x")
     print(f"grading: {grading_throughput():.0f} completions/s ({grading.default_num_workers()} workers)")
 
