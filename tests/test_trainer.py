@@ -11,7 +11,7 @@ from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
 from curiosft_trl.trainer import CurioSFTTrainer
 
 
-def make_trainer(model_dir, data_file, out_dir, callbacks=(), **overrides):
+def make_trainer(model_dir, data_file, out_dir, callbacks=(), peft_config=None, **overrides):
     args = dict(
         output_dir=str(out_dir),
         max_steps=4,
@@ -28,7 +28,7 @@ def make_trainer(model_dir, data_file, out_dir, callbacks=(), **overrides):
     args.update(overrides)
     dataset = load_sft_dataset(str(data_file), system_prompt=TINY_SYSTEM_PROMPT)
     return CurioSFTTrainer(model=str(model_dir), args=CurioSFTConfig(**args), train_dataset=dataset,
-                           callbacks=list(callbacks))
+                           callbacks=list(callbacks), peft_config=peft_config)
 
 
 def mean_nll(model, tokenizer, dataset) -> float:
@@ -135,3 +135,35 @@ def test_resume_without_saved_teacher_is_an_error(tiny_model_dir, tiny_sft_file,
     resumed = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, max_steps=3)
     with pytest.raises(FileNotFoundError, match="no CurioSFT teacher"):
         resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+
+
+def test_curiosft_with_lora_adapters_syncs_checkpoints_and_resumes(tiny_model_dir, tiny_sft_file, tmp_path):
+    """With a `peft_config` the teacher is a frozen copy of the adapted student: equal to it at step 0, synced on
+    schedule, checkpointed as its adapters only, and restored on resume (same losses as an uninterrupted run)."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    common = dict(max_steps=4, save_strategy="steps", save_steps=2, ref_model_sync_steps=2,
+                  ref_model_mixup_alpha=0.5, learning_rate=1e-2)
+    full = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path / "full", peft_config=lora, **common)
+    student, teacher = dict(full.model.named_parameters()), dict(full.teacher_model.named_parameters())
+    assert set(student) == set(teacher) and all(torch.equal(student[n], teacher[n]) for n in student)
+    adapters = {n for n, p in student.items() if p.requires_grad}
+    assert adapters and all("lora_" in n for n in adapters) and not any(p.requires_grad for p in teacher.values())
+    full.train()
+    losses = [h["loss"] for h in full.state.log_history if "loss" in h]
+    assert losses[-1] < losses[0] and "distill" in full.state.log_history[0]
+    teacher = dict(full.teacher_model.named_parameters())
+    lora_b = [n for n in adapters if "lora_B" in n]
+    assert all(teacher[n].abs().sum() > 0 for n in lora_b)  # synced toward the trained adapters...
+    assert not all(torch.equal(teacher[n], student[n]) for n in adapters)  # ...but not onto them
+    saved = load_file(str(tmp_path / "full" / "checkpoint-2" / TEACHER_DIR / TEACHER_WEIGHTS))
+    assert set(saved) == adapters  # the frozen base is not written twice
+
+    resumed = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path / "full", peft_config=lora, **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    later = [h["loss"] for h in resumed.state.log_history if "loss" in h and h["step"] > 2]
+    assert later == pytest.approx(losses[2:], rel=1e-4)
+    for name, p in resumed.teacher_model.named_parameters():
+        torch.testing.assert_close(p, teacher[name], rtol=1e-4, atol=1e-6)

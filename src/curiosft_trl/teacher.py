@@ -34,18 +34,25 @@ def _gathered(param: torch.nn.Parameter, modifier_rank: int | None = None):
     return deepspeed.zero.GatheredParameters([param], modifier_rank=modifier_rank)
 
 
-def teacher_state(teacher: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Full, CPU copies of the teacher's parameters, by name (tied weights once). Every rank must call it."""
+def _selected(teacher: torch.nn.Module, names: set[str] | None) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in teacher.named_parameters() if names is None or n in names}
+
+
+def teacher_state(teacher: torch.nn.Module, names: set[str] | None = None) -> dict[str, torch.Tensor]:
+    """Full, CPU copies of the teacher's parameters (those in `names`, default all), by name (tied weights once).
+    Every rank must call it."""
     state = {}
-    for name, p in teacher.named_parameters():
+    for name, p in _selected(teacher, names).items():
         with _gathered(p):
             state[name] = p.detach().to("cpu", copy=True).contiguous()
     return state
 
 
-def save_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, is_main_process: bool) -> None:
-    """Write the teacher's weights to `checkpoint_dir/teacher/model.safetensors` (atomically, by rename)."""
-    state = teacher_state(teacher)
+def save_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, is_main_process: bool,
+                 names: set[str] | None = None) -> None:
+    """Write the teacher's weights (those in `names`, default all; under PEFT the adapters only) to
+    `checkpoint_dir/teacher/model.safetensors` (atomically, by rename)."""
+    state = teacher_state(teacher, names)
     if not is_main_process:
         return
     out = Path(checkpoint_dir) / TEACHER_DIR
@@ -55,8 +62,9 @@ def save_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, is_main_p
     tmp.replace(out / TEACHER_WEIGHTS)
 
 
-def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path) -> None:
-    """Restore the teacher saved by `save_teacher`; a checkpoint without one is an error, not a silent re-init."""
+def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, names: set[str] | None = None) -> None:
+    """Restore the teacher saved by `save_teacher` with the same `names`; a checkpoint without one is an error, not
+    a silent re-init."""
     path = Path(checkpoint_dir) / TEACHER_DIR / TEACHER_WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(
@@ -64,7 +72,7 @@ def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path) -> None:
             "the teacher from the student. Resume from a checkpoint written by CurioSFTTrainer, or start fresh."
         )
     state = load_file(str(path))
-    params = dict(teacher.named_parameters())
+    params = _selected(teacher, names)
     if set(state) != set(params):
         raise ValueError(f"{path} does not match the model: differing keys {sorted(set(state) ^ set(params))[:5]}")
     with torch.no_grad():

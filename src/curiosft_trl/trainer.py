@@ -33,7 +33,9 @@ class CurioSFTTrainer(SFTTrainer):
 
     For `curiosft` and `curiosft_fixed_tau` the teacher is a separate frozen copy of the model, loaded from the same
     checkpoint (or copied from the model instance), prepared for DeepSpeed like TRL prepares GKD's teacher, synced
-    by TRL's `SyncRefModelCallback`, and saved with every checkpoint.
+    by TRL's `SyncRefModelCallback`, and saved with every checkpoint. With a `peft_config`, the teacher is a copy of
+    the student as PEFT wrapped it, adapters included: at step 0 the adapters are the identity (LoRA's B is zero),
+    so the teacher is the initial model, and its parameters line up one to one with the student's for the sync.
     """
 
     _tag_names = ["trl", "sft", "curiosft"]
@@ -41,14 +43,18 @@ class CurioSFTTrainer(SFTTrainer):
     def __init__(self, model, args: CurioSFTConfig | None = None, *pargs, **kwargs):
         if args is None or not isinstance(args, CurioSFTConfig):
             raise TypeError("CurioSFTTrainer needs a CurioSFTConfig as `args`.")
-        # The teacher starts as the *initial* model: copy an instance before SFTTrainer can touch it
+        # The teacher starts as the *initial* model: copy an instance before SFTTrainer can touch it (unless PEFT
+        # is about to wrap it: then the wrapped student is copied below)
         teacher = None
-        if args.sft_loss in TEACHER_LOSSES and not isinstance(model, str):
+        wraps_peft = kwargs.get("peft_config") is not None
+        if args.sft_loss in TEACHER_LOSSES and not isinstance(model, str) and not wraps_peft:
             teacher = copy.deepcopy(model)
         super().__init__(model, args, *pargs, **kwargs)
         self.teacher_model = None
         if args.sft_loss in TEACHER_LOSSES:
-            if isinstance(model, str):
+            if wraps_peft:
+                teacher = copy.deepcopy(self.model)
+            elif isinstance(model, str):
                 teacher = self._load_teacher_like_model(model)
             self.teacher_model = self._prepare_teacher(freeze(teacher))
             self.add_callback(SyncRefModelCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
@@ -56,17 +62,19 @@ class CurioSFTTrainer(SFTTrainer):
 
     def _load_teacher_like_model(self, model_id: str) -> PreTrainedModel:
         """Load the teacher exactly as `SFTTrainer` loaded the student."""
-        if self._is_peft_model(self.model):
-            raise NotImplementedError("CurioSFT's separate teacher is not supported with PEFT adapters yet.")
         kwargs = dict(self.args.model_init_kwargs or {})
         if self.args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
             kwargs["device_map"] = None
         kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
         return create_model_from_path(model_id, **kwargs)
 
-    @staticmethod
-    def _is_peft_model(model) -> bool:
-        return hasattr(model, "peft_config")
+    def _teacher_param_names(self) -> set[str] | None:
+        """The teacher parameters that can differ from the student's initial ones: the student's trainable ones
+        under PEFT (frozen base weights are equal in both and stay so under the sync), else all (None)."""
+        student = self.accelerator.unwrap_model(self.model)
+        if not hasattr(student, "peft_config"):
+            return None
+        return {name for name, p in student.named_parameters() if p.requires_grad}
 
     def _prepare_teacher(self, teacher: PreTrainedModel):
         if self.is_deepspeed_enabled:
@@ -176,14 +184,16 @@ class CurioSFTTrainer(SFTTrainer):
         # Written before the trainer state, which marks a checkpoint complete, so every checkpoint has its teacher
         if self.teacher_model is not None:
             folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            save_teacher(self.accelerator.unwrap_model(self.teacher_model), folder, self.args.should_save)
+            save_teacher(self.accelerator.unwrap_model(self.teacher_model), folder, self.args.should_save,
+                         names=self._teacher_param_names())
         super()._save_checkpoint(model, trial)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         # The one resume hook that every backend (plain, DDP, DeepSpeed) reaches after the models are prepared
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None and self.teacher_model is not None:
-            load_teacher(self.accelerator.unwrap_model(self.teacher_model), checkpoint)
+            load_teacher(self.accelerator.unwrap_model(self.teacher_model), checkpoint,
+                         names=self._teacher_param_names())
 
 
 def _last_hidden_state(model: PreTrainedModel, **inputs) -> torch.Tensor:
