@@ -1,5 +1,6 @@
 """Recipes parse into configs; bad input gives one clear error and writes nothing; the CLI trains and resumes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,8 +134,10 @@ def test_cli_trains_saves_and_auto_resumes(tiny_model_dir, tiny_sft_file, tmp_pa
 def test_make_targets_call_the_cli_with_recipe_and_overrides(target, variables, command):
     """`make -n` prints what a target runs: the tiny stages build the tiny default first, GPU recipes do not."""
     root = Path(__file__).resolve().parents[1]
-    lines = subprocess.run(["make", "-n", target, *variables], cwd=root, capture_output=True, text=True,
-                           check=True).stdout.splitlines()
+    # Run as a top-level make even under `make test` (no inherited flags, no "Entering directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    lines = subprocess.run(["make", "-n", "--no-print-directory", target, *variables], cwd=root, env=env,
+                           capture_output=True, text=True, check=True).stdout.splitlines()
     assert " ".join(lines[-1].split()).endswith(command)
     builds_tiny = any("curiosft-tiny" in line for line in lines)
     assert builds_tiny == (target in ("sft", "rl") and "qwen" not in " ".join(variables))
