@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
 
 from curiosft_trl.cli.rl import parse_args, resolve_reward_funcs
 from curiosft_trl.grading import grade_many, shutdown_pool, warm_up
@@ -26,17 +25,6 @@ from curiosft_trl.tiny import ensure_tiny_base, ensure_tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH500 = ROOT.parent / "shared" / "data" / "math500.jsonl"
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times, self._start = [], None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def grpo_step_time(model: str, steps: int) -> dict:
@@ -50,14 +38,15 @@ def grpo_step_time(model: str, steps: int) -> dict:
             "--output_dir", f"{tmp}/out", "--max_steps", str(steps), "--save_strategy", "no",
             "--logging_steps", "1", "--disable_tqdm", "true", "--use_cpu", str(not torch.cuda.is_available()),
         ])
-        timer = StepTimer()
         trainer = CurioGRPOTrainer(
             model=model, reward_funcs=resolve_reward_funcs(script_args.reward_funcs), args=args,
-            train_dataset=load_rl_dataset(str(data), system_prompt=script_args.system_prompt), callbacks=[timer],
+            train_dataset=load_rl_dataset(str(data), system_prompt=script_args.system_prompt),
         )
         trainer.train()
     cycle = args.steps_per_generation // args.gradient_accumulation_steps  # optimizer steps per rollout batch
-    steady = timer.times[cycle:] or timer.times  # the first cycle warms up
+    # TRL's `step_time`, logged per optimizer step: its `training_step`, where GRPO generates, grades and updates
+    times = [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+    steady = times[cycle:] or times  # the first cycle warms up
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {"step_s": sum(steady) / len(steady), "steps": len(steady), "completions_per_step":
             args.per_device_train_batch_size * args.gradient_accumulation_steps,
