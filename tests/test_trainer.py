@@ -167,3 +167,17 @@ def test_curiosft_with_lora_adapters_syncs_checkpoints_and_resumes(tiny_model_di
     assert later == pytest.approx(losses[2:], rel=1e-4)
     for name, p in resumed.teacher_model.named_parameters():
         torch.testing.assert_close(p, teacher[name], rtol=1e-4, atol=1e-6)
+
+
+
+def test_teacher_sync_mixes_only_the_students_trainable_parameters():
+    """Frozen parameters (a PEFT base) are left as they are, so teacher and student bases stay equal by construction
+    (which the adapters-only teacher checkpoint relies on); trainable ones follow TR-DPO's rule."""
+    from curiosft_trl.teacher import TeacherSyncCallback
+
+    student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    student.bias.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in teacher.named_parameters()}
+    TeacherSyncCallback.sync_target_model(student, teacher, 0.25)
+    torch.testing.assert_close(teacher.weight, 0.75 * before["weight"] + 0.25 * student.weight)
+    assert torch.equal(teacher.bias, before["bias"])

@@ -1,7 +1,8 @@
 """The CurioSFT teacher: a frozen copy of the model, synced toward the student, saved with every checkpoint.
 
 Syncing is TRL's `SyncRefModelCallback` (TR-DPO semantics: every `ref_model_sync_steps` optimizer steps,
-`theta_T <- (1 - alpha) * theta_T + alpha * theta_S`), which already gathers ZeRO-3 parameters. What TRL does not
+`theta_T <- (1 - alpha) * theta_T + alpha * theta_S`, gathering ZeRO-3 parameters), restricted to the student's
+trainable parameters (`TeacherSyncCallback`). What TRL does not
 do, and the authors' code does not either, is keep the teacher across a restart: `save_teacher` /
 `load_teacher` write it to `checkpoint-N/teacher/` so that a resumed run continues with the same teacher.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+from trl.trainer.callbacks import SyncRefModelCallback
 
 TEACHER_DIR = "teacher"
 TEACHER_WEIGHTS = "model.safetensors"
@@ -23,6 +25,19 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+class TeacherSyncCallback(SyncRefModelCallback):
+    """TRL's teacher sync over the student's trainable parameters only. Frozen ones (a PEFT model's base weights)
+    are equal in teacher and student; mixing them anyway costs a pass over the whole model and, in bf16, rounds
+    them apart from the student's (`x * (1 - alpha) + alpha * x != x`)."""
+
+    @staticmethod
+    def sync_target_model(model, target_model, alpha):
+        pairs = [(s, t) for s, t in zip(model.parameters(), target_model.parameters(), strict=True) if s.requires_grad]
+        if pairs:  # TRL's own sync (and ZeRO-3 gathering), on just those pairs
+            student, teacher = (torch.nn.ParameterList(side) for side in zip(*pairs))
+            SyncRefModelCallback.sync_target_model(student, teacher, alpha)
 
 
 def _gathered(param: torch.nn.Parameter, modifier_rank: int | None = None):

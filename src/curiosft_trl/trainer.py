@@ -14,7 +14,6 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
 from trl.models import prepare_deepspeed
 from trl.models.utils import _ForwardRedirection
-from trl.trainer.callbacks import SyncRefModelCallback
 from trl.trainer.utils import create_model_from_path
 
 from .config import DISTILLATION_LOSSES, TEACHER_LOSSES, CurioSFTConfig
@@ -25,7 +24,7 @@ from .losses import (
     teacher_gold_logprobs,
     top_entropy_mask,
 )
-from .teacher import freeze, load_teacher, save_teacher
+from .teacher import TeacherSyncCallback, freeze, load_teacher, save_teacher
 
 
 class CurioSFTTrainer(SFTTrainer):
@@ -33,9 +32,9 @@ class CurioSFTTrainer(SFTTrainer):
 
     For `curiosft` and `curiosft_fixed_tau` the teacher is a separate frozen copy of the model, loaded from the same
     checkpoint (or copied from the model instance), prepared for DeepSpeed like TRL prepares GKD's teacher, synced
-    by TRL's `SyncRefModelCallback`, and saved with every checkpoint. With a `peft_config`, the teacher is a copy of
-    the student as PEFT wrapped it, adapters included: at step 0 the adapters are the identity (LoRA's B is zero),
-    so the teacher is the initial model, and its parameters line up one to one with the student's for the sync.
+    on the student's trainable parameters by TRL's `SyncRefModelCallback` (`TeacherSyncCallback`), and saved with
+    every checkpoint. With a `peft_config`, the teacher is a copy of the student as PEFT wrapped it, adapters
+    included: at step 0 the adapters are the identity (LoRA's B is zero), so the teacher is the initial model.
     """
 
     _tag_names = ["trl", "sft", "curiosft"]
@@ -57,7 +56,7 @@ class CurioSFTTrainer(SFTTrainer):
             elif isinstance(model, str):
                 teacher = self._load_teacher_like_model(model)
             self.teacher_model = self._prepare_teacher(freeze(teacher))
-            self.add_callback(SyncRefModelCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
+            self.add_callback(TeacherSyncCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
         self._forward_redirection = _ForwardRedirection()
 
     def _load_teacher_like_model(self, model_id: str) -> PreTrainedModel:
