@@ -52,8 +52,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: outputs/tiny/sft-curiosft, else the tiny base")
     parser.add_argument("--prompts", type=int, default=200, help="tiny test problems (200: the whole split)")
     opts = parser.parse_args()
-    sft = ROOT / "outputs/tiny/sft-curiosft"
-    model = opts.model or (str(sft) if (sft / "config.json").is_file() else str(ensure_tiny_base()))
+    sft, base = ROOT / "outputs/tiny/sft-curiosft", ROOT / "outputs/tiny/base"  # `make sft`'s, `make tiny`'s
+    model = opts.model or str(sft if (sft / "config.json").is_file() else ensure_tiny_base(base))
     with tempfile.TemporaryDirectory() as tmp:
         ensure_tiny_data(os.path.join(tmp, "data"))
         rows, _ = load_benchmark(BENCHMARKS["tiny"], os.path.join(tmp, "data"), TINY_SYSTEM_PROMPT, opts.prompts)

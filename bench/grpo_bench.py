@@ -73,8 +73,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--answers", type=int, default=200)
     opts = parser.parse_args()
-    sft = ROOT / "outputs/tiny/sft-curiosft"
-    model = opts.model or (str(sft) if (sft / "config.json").is_file() else str(ensure_tiny_base()))
+    sft, base = ROOT / "outputs/tiny/sft-curiosft", ROOT / "outputs/tiny/base"  # `make sft`'s, `make tiny`'s
+    model = opts.model or str(sft if (sft / "config.json").is_file() else ensure_tiny_base(base))
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     grpo = grpo_step_time(model, opts.steps)

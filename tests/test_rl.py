@@ -192,12 +192,12 @@ def test_two_processes_gloo(tmp_path, tiny_model_dir, tiny_rl_file):
 
 @pytest.fixture(scope="module")
 def tiny_sft_checkpoint(tmp_path_factory) -> Path:
-    """The tiny default's SFT stage, shortened to 60 steps: `make tiny`'s base model (built once per machine and
-    cached, ~4.5 min) + CurioSFT with `recipes/tiny/curiosft.yaml` on the task's canonical demonstrations."""
+    """The tiny default's SFT stage, shortened to 60 steps: `make tiny`'s base model (`outputs/tiny/base`, built
+    there if missing, ~4.5 min) + CurioSFT with `recipes/tiny/curiosft.yaml` on the task's canonical demonstrations."""
     from curiosft_trl.cli.sft import main as sft_main
     from curiosft_trl.tiny import ensure_tiny_base, ensure_tiny_data
 
-    base = ensure_tiny_base()
+    base = ensure_tiny_base(ROOT / "outputs/tiny/base")
     root = tmp_path_factory.mktemp("tiny-sft")
     data = ensure_tiny_data(root / "data")
     out = root / "sft"

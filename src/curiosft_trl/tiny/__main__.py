@@ -1,6 +1,6 @@
-"""`python -m curiosft_trl.tiny [--force]`: build (or rebuild) the cached tiny base and report its quality.
+"""`python -m curiosft_trl.tiny [DIR] [--force]`: build (or rebuild) the tiny base and report its quality.
 
-The cache is `$CURIOSFT_TINY_CACHE`, else `~/.cache/curiosft_trl/tiny-base-v3`.
+DIR defaults to `outputs/tiny/base`, where `make tiny` builds it.
 """
 
 from curiosft_trl.tiny.base import main

@@ -2,9 +2,11 @@
 
 It plays the role Qwen2.5-Math plays in the paper: it already knows the task loosely (and, having seen all
 orders, is uncertain at the choice points), but it still makes arithmetic slips on long sums, leaving
-headroom for SFT and RL. Built once and cached:
+headroom for SFT and RL. Built once into `outputs/tiny/base` (by `make tiny`, by the tests that need it, or by
 
-    python -m curiosft_trl.tiny               # builds ~/.cache/curiosft_trl/tiny-base-v3, prints time and quality
+    python -m curiosft_trl.tiny [DIR]         # builds DIR (default outputs/tiny/base), prints time and quality
+
+) and reused while its `COMPLETE` marker names the current `BASE_VERSION`.
 
 What helped it learn in a few CPU-minutes (v1, 600 steps on spaced-out text, mostly copied the wrong
 factors): compact text (`7*2=14`: digits and one operator per line, no space tokens), a one-line system
@@ -38,11 +40,10 @@ from curiosft_trl.tiny.task import (
     write_jsonl,
 )
 
-CACHE_ENV = "CURIOSFT_TINY_CACHE"
 # Bumped whenever the task text, tokenizer, architecture or schedule changes: a cache whose `COMPLETE` marker
 # names another version is rebuilt rather than silently reused.
 BASE_VERSION = "tiny-base-v3"
-DEFAULT_CACHE = Path(f"~/.cache/curiosft_trl/{BASE_VERSION}")
+DEFAULT_DIR = "outputs/tiny/base"
 COMPLETE_MARKER = "COMPLETE"
 # Pretraining schedule: STEPS batches of BATCH_SIZE conversations, 0.23-0.27 s each on 2 cores (4-4.5 min).
 SEED, STEPS, BATCH_SIZE, LR, WARMUP = 0, 1000, 32, 4e-3, 50
@@ -126,19 +127,14 @@ def pretrain(
     return losses
 
 
-def default_cache_dir() -> Path:
-    """`$CURIOSFT_TINY_CACHE`, else `~/.cache/curiosft_trl/tiny-base-v3`."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
-
-
-def ensure_tiny_base(cache_dir: str | Path | None = None, *, force: bool = False) -> Path:
+def ensure_tiny_base(cache_dir: str | Path, *, force: bool = False) -> Path:
     """The tiny base model's directory (AutoModelForCausalLM/AutoTokenizer-loadable), built if not cached.
 
     The build happens in a temporary sibling directory that is renamed into place with the
     `COMPLETE` marker (naming `BASE_VERSION`) inside, so an interrupted build never leaves a half-written
     cache, and a cache built by an older version is rebuilt.
     """
-    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir).expanduser()
     marker = cache_dir / COMPLETE_MARKER
     if marker.exists() and marker.read_text().split(" ")[0] == BASE_VERSION and not force:
         return cache_dir
@@ -246,11 +242,12 @@ def choice_point_entropy(model, tokenizer, rows: list[dict], seed: int = 0) -> d
 
 
 def main() -> None:
-    """Build (or rebuild with `--force`) the cached tiny base and report build time, accuracy and entropies."""
+    """Build (or rebuild with `--force`) the tiny base in DIR and report build time, accuracy and entropies."""
     import sys
 
+    args = [a for a in sys.argv[1:] if a != "--force"]
     t0, cpu0 = time.time(), time.process_time()
-    path = ensure_tiny_base(force="--force" in sys.argv)
+    path = ensure_tiny_base(args[0] if args else DEFAULT_DIR, force="--force" in sys.argv)
     wall, cpu = time.time() - t0, time.process_time() - cpu0
     print(f"tiny base at {path}  (ensure_tiny_base took {wall:.0f}s wall, {cpu:.0f}s CPU in this process)")
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
