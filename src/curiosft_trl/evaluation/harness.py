@@ -150,10 +150,10 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
 
 
-def evaluate_benchmark(config: EvalConfig, model: str, tokenizer, get_backend, benchmark: Benchmark) -> dict:
-    """Generate (what the cache lacks), grade and score one model on one benchmark; returns metrics and samples."""
-    data_dir = config.tiny_data_dir if benchmark.group == "tiny" else config.data_dir
-    rows, source = load_benchmark(benchmark, data_dir, config.system_prompt, config.max_problems)
+def evaluate_benchmark(config: EvalConfig, model: str, tokenizer, get_backend, benchmark: Benchmark,
+                       rows: list[dict], source: str) -> dict:
+    """Generate (what the cache lacks), grade and score one model on one benchmark's `rows` (`load_benchmark`);
+    returns metrics and samples."""
     n = config.n_for(benchmark)
     sampling = config.sampling()
     settings = {"backend": config.backend, "dtype": config.dtype, "seed": config.seed, **asdict(sampling)}
@@ -227,12 +227,14 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
     benchmarks = resolve_benchmarks(config.benchmarks)
     for model in config.model_name_or_paths:
         check_model(model)
+    data = {}  # benchmark name -> (rows, source), each loaded once
     for b in benchmarks:  # every data file, n and k is checked before the first (slow) generation
         n = config.n_for(b)
         bad = [k for k in config.pass_k or [] if not 1 <= k <= n]
         if bad:
             raise RecipeError(f"pass_k: k={bad[0]} is not in 1..n for {b.name}, which has n_samples={n}.")
-        load_benchmark(b, config.tiny_data_dir if b.group == "tiny" else config.data_dir, None, 1)
+        data_dir = config.tiny_data_dir if b.group == "tiny" else config.data_dir
+        data[b.name] = load_benchmark(b, data_dir, config.system_prompt, config.max_problems)
     grading.warm_up(config.grading_workers)
 
     results = {"models": {}, "data": {}, "settings": asdict(config), "n_samples": {}}
@@ -264,7 +266,7 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
         per_bench = {}
         for b in benchmarks:
             t0 = time.time()
-            res = evaluate_benchmark(config, model, tokenizer, get_backend, b)
+            res = evaluate_benchmark(config, model, tokenizer, get_backend, b, *data[b.name])
             per_bench[b.name] = res["metrics"]
             results["data"][b.name] = res["source"]
             results["n_samples"][b.name] = res["n"]
