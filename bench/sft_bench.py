@@ -34,6 +34,8 @@ def run_arm(sft_loss: str, arch: str, batch: int, steps: int) -> dict:
 
 def time_per_token(fn, logits: torch.Tensor, repeats: int = 3) -> float:
     fn(logits)  # warm-up
+    if logits.is_cuda:
+        torch.cuda.synchronize()  # the warm-up's queued kernels are not part of the timing
     start = time.perf_counter()
     for _ in range(repeats):
         fn(logits)

@@ -30,7 +30,7 @@ def load_raw_dataset(
     """A local file or folder (JSONL, JSON, parquet; `.jsonl.gz` too), or a hub dataset id; the first
     `max_samples` rows if given."""
     dataset = _load(name_or_path, split, config)
-    return dataset if max_samples is None else dataset.select(range(min(max_samples, len(dataset))))
+    return dataset if max_samples is None else dataset.take(max_samples)
 
 
 def _load(name_or_path: str, split: str, config: str | None) -> Dataset:

@@ -17,8 +17,6 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     parser = TrlParser((EvalConfig,))
     try:
         (config,) = parser.parse_args_and_config(args=argv)
-    except RecipeError:
-        raise
     except ValueError as e:  # unknown keys, bad values: before anything is loaded
         raise RecipeError(str(e)) from e
     return config
