@@ -20,7 +20,7 @@ import torch
 
 from curiosft_trl.cli.rl import parse_args, resolve_reward_funcs
 from curiosft_trl.grading import grade_many, shutdown_pool, warm_up
-from curiosft_trl.rl_data import load_rl_dataset
+from curiosft_trl.rl.data import load_rl_dataset
 from curiosft_trl.tiny import ensure_tiny_base, ensure_tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ MATH500 = ROOT.parent / "shared" / "data" / "math500.jsonl"
 
 def grpo_step_time(model: str, steps: int) -> dict:
     """Mean seconds per optimizer step of the tiny GRPO recipe, over whole rollout cycles after the first."""
-    from curiosft_trl.rl_trainer import CurioGRPOTrainer
+    from curiosft_trl.rl.trainer import CurioGRPOTrainer
 
     with tempfile.TemporaryDirectory() as tmp:
         data = ensure_tiny_data(f"{tmp}/data")["rl_train"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from curiosft_trl.losses import entropy_guided_temperature
+from curiosft_trl.sft.losses import entropy_guided_temperature
 
 HERE = Path(__file__).resolve().parent
 VOCAB = 151_936

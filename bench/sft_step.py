@@ -16,9 +16,9 @@ import torch
 from datasets import Dataset
 from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 
-from curiosft_trl.config import CurioSFTConfig
+from curiosft_trl.sft.config import CurioSFTConfig
+from curiosft_trl.sft.trainer import CurioSFTTrainer
 from curiosft_trl.tiny.tokenizer import build_tokenizer
-from curiosft_trl.trainer import CurioSFTTrainer
 
 QWEN25_VOCAB = 151_936
 # `qwen2.5-0.5b`: Qwen2.5-0.5B's shape (random weights): a real model, where the backbone does most of the work.

@@ -14,8 +14,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from curiosft_trl.data import load_sft_dataset
-from curiosft_trl.losses import entropy_from_logits
+from curiosft_trl.sft.data import load_sft_dataset
+from curiosft_trl.sft.losses import entropy_from_logits
 from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
 
 

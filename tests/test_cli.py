@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from curiosft_trl.cli import RecipeError
 from curiosft_trl.cli.sft import main, parse_args
-from curiosft_trl.config import CurioSFTConfig
-from curiosft_trl.data import DataError, load_sft_dataset
+from curiosft_trl.errors import DataError, RecipeError
+from curiosft_trl.sft.config import CurioSFTConfig
+from curiosft_trl.sft.data import load_sft_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # SFT recipes only: GRPO recipes are checked in tests/test_rl.py, evaluation recipes in tests/test_eval_*.py

@@ -1,8 +1,9 @@
 """Every benchmark in ../shared/data loads with the documented row count and well-formed prompts."""
 
 import pytest
+from conftest import SHARED_DATA
 
-from curiosft_trl.data import DataError
+from curiosft_trl.errors import DataError
 from curiosft_trl.evaluation.benchmarks import (
     BENCHMARKS,
     CHOICE_INSTRUCTION,
@@ -11,8 +12,6 @@ from curiosft_trl.evaluation.benchmarks import (
 )
 from curiosft_trl.prompts import SYSTEM_PROMPT
 from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_data
-
-from conftest import SHARED_DATA
 
 ROWS = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675,
         "gpqa_diamond": 198, "arc_challenge": 1172, "mmlu_pro": 12032}

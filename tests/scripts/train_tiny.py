@@ -8,10 +8,10 @@ import sys
 
 import torch
 
-from curiosft_trl.config import CurioSFTConfig
-from curiosft_trl.data import load_sft_dataset
+from curiosft_trl.sft.config import CurioSFTConfig
+from curiosft_trl.sft.data import load_sft_dataset
+from curiosft_trl.sft.trainer import CurioSFTTrainer
 from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
-from curiosft_trl.trainer import CurioSFTTrainer
 
 model_dir, data_file, out_dir, batch, *extra = sys.argv[1:]
 overrides = {k.lstrip("-"): json.loads(v) for k, v in zip(extra[::2], extra[1::2])}

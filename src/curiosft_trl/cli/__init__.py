@@ -5,11 +5,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..data import DataError
-
-
-class RecipeError(ValueError):
-    """A recipe or command line that cannot run; the message says which key or path and what was expected."""
+from ..errors import DataError, RecipeError
 
 
 def run_cli(main: Callable[[], None]) -> None:

@@ -2,7 +2,7 @@
 
 YAML keys are the fields of `RLScriptArguments`, TRL's `GRPOConfig` and TRL's `ModelConfig`; command-line flags
 override them. The prompts are built as in the SFT stage (same system prompt, chat template and `<think>`
-convention, `curiosft_trl.rl_data`), the rewards are named by dotted path (`curiosft_trl.rewards.<name>`), and
+convention, `curiosft_trl.rl.data`), the rewards are named by dotted path (`curiosft_trl.rl.rewards.<name>`), and
 training resumes from the last checkpoint in `output_dir` unless `--fresh_start` is given.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
 from ..prompts import SYSTEM_PROMPT
-from ..rl_data import load_rl_dataset
+from ..rl.data import load_rl_dataset
 from . import RecipeError, check_model_path, model_init_kwargs, run_cli, train_and_save
 
 
@@ -28,8 +28,8 @@ class RLScriptArguments(ScriptArguments):
         metadata={"help": "System prompt put before each problem; must be the one the SFT stage used."},
     )
     reward_funcs: list[str] = field(
-        default_factory=lambda: ["curiosft_trl.rewards.think_accuracy_reward"],
-        metadata={"help": "Reward functions as dotted paths, e.g. `curiosft_trl.rewards.think_accuracy_reward`."},
+        default_factory=lambda: ["curiosft_trl.rl.rewards.think_accuracy_reward"],
+        metadata={"help": "Reward functions as dotted paths, e.g. `curiosft_trl.rl.rewards.think_accuracy_reward`."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N prompts only."})
     fresh_start: bool = field(
@@ -45,13 +45,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[RLScriptArguments, GRPOCo
         raise RecipeError(str(e)) from e
 
 
+REWARDS_MODULE = "curiosft_trl.rl.rewards"
+MOVED_REWARDS_MODULE = "curiosft_trl.rewards"
+
+
 def resolve_reward_funcs(paths: list[str]) -> list[Callable]:
     """`["pkg.module.func", ...]` -> the functions; an unknown path raises one `RecipeError` naming it."""
     if not paths:
         raise RecipeError("reward_funcs: at least one reward function is required, e.g. "
-                          "`curiosft_trl.rewards.think_accuracy_reward`.")
+                          "`curiosft_trl.rl.rewards.think_accuracy_reward`.")
     funcs = []
     for path in paths:
+        if path.startswith(MOVED_REWARDS_MODULE + "."):  # recipes written before the rewards moved into `rl/`
+            path = REWARDS_MODULE + path.removeprefix(MOVED_REWARDS_MODULE)
         module_name, _, name = path.rpartition(".")
         try:
             func = getattr(importlib.import_module(module_name), name) if module_name else None
@@ -59,7 +65,7 @@ def resolve_reward_funcs(paths: list[str]) -> list[Callable]:
             func = None
         if not callable(func):
             raise RecipeError(f"reward_funcs: cannot import `{path}`; expected a dotted path to a function, "
-                              "e.g. `curiosft_trl.rewards.think_accuracy_reward`.")
+                              "e.g. `curiosft_trl.rl.rewards.think_accuracy_reward`.")
         funcs.append(func)
     return funcs
 
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         max_samples=script_args.max_train_samples,
     )
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-    from ..rl_trainer import CurioGRPOTrainer  # after validation: importing the trainer stack takes seconds
+    from ..rl.trainer import CurioGRPOTrainer  # after validation: importing the trainer stack takes seconds
 
     trainer = CurioGRPOTrainer(
         model=model_args.model_name_or_path,

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
 
-from ..config import CurioSFTConfig
-from ..data import load_sft_dataset
 from ..prompts import SYSTEM_PROMPT
+from ..sft.config import CurioSFTConfig
+from ..sft.data import load_sft_dataset
 from . import RecipeError, check_model_path, model_init_kwargs, run_cli, train_and_save
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         max_samples=script_args.max_train_samples,
     )
     training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
-    from ..trainer import CurioSFTTrainer  # after validation: importing the trainer stack takes seconds
+    from ..sft.trainer import CurioSFTTrainer  # after validation: importing the trainer stack takes seconds
 
     trainer = CurioSFTTrainer(
         model=model_args.model_name_or_path,

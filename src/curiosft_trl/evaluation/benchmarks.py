@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..data import DataError
+from ..errors import DataError
 from ..prompts import prompt_messages
 
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option, in \\boxed{} (for example \\boxed{A})."

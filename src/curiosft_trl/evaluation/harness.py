@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import grading
-from ..cli import RecipeError
+from ..errors import RecipeError
 from ..prompts import SYSTEM_PROMPT
 from . import report
 from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks

@@ -14,8 +14,9 @@ Other columns (`level`, `id`, ...) are dropped, except the ones the rewards read
 
 from datasets import Dataset
 
-from .data import DataError, load_raw_dataset
-from .prompts import SYSTEM_PROMPT, prompt_messages
+from ..errors import DataError
+from ..prompts import SYSTEM_PROMPT, prompt_messages
+from ..sft.data import load_raw_dataset
 
 LAYOUTS = "`problem`+`answer`, `prompt`+`answer`, or `prompt`+`reward_model` (verl/LUFFY)"
 KEPT_COLUMNS = ("choices",)  # besides `prompt` and `answer`: columns a reward function may read

@@ -1,4 +1,4 @@
-"""Reward functions for TRL's `GRPOTrainer`, named in a recipe as `curiosft_trl.rewards.<name>`.
+"""Reward functions for TRL's `GRPOTrainer`, named in a recipe as `curiosft_trl.rl.rewards.<name>`.
 
 TRL calls each one as `func(prompts=..., completions=..., completion_ids=..., **dataset_columns, trainer_state=...,
 log_metric=...)` and expects one float per completion. Completions are plain strings (standard format) or

@@ -8,7 +8,7 @@ prompt. From it:
   correct when its (weighted) total reward is > 0 (our rewards are 1/0 verifiers). Next to TRL's `reward` (the mean,
   i.e. avg@G), it shows whether the group still contains a success to learn from.
 - `grader_timeouts`: completions of the rollout batch (all processes) whose grading timed out and scored 0.0
-  (`curiosft_trl.rewards.timeouts()`).
+  (`curiosft_trl.rl.rewards.timeouts()`).
 
 Both are appended to `self._metrics[mode]` like TRL's own metrics and averaged over each logging window.
 """

@@ -14,14 +14,11 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from .prompts import SYSTEM_PROMPT, THINK_END, prompt_messages, think_completion
+from ..errors import DataError
+from ..prompts import SYSTEM_PROMPT, THINK_END, prompt_messages, think_completion
 
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet"}
 LAYOUTS = "`prompt`+`completion`, `prompt`+`target`, `messages`, or `problem`+`solution`"
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used as given; the message names the source, the row and what was expected."""
 
 
 def load_raw_dataset(

@@ -1,0 +1,89 @@
+"""The package layout: one package per stage, a public API importable from the top, and `cli/` imported by nothing."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import curiosft_trl
+
+PACKAGE = Path(curiosft_trl.__file__).parent
+
+
+def test_the_public_api_imports_from_a_fresh_interpreter_and_the_package_import_is_cheap():
+    script = """
+import json, sys
+import curiosft_trl
+cheap = {m: m in sys.modules for m in ("trl", "transformers", "vllm", "datasets")}
+from curiosft_trl import __all__
+# everything but the GRPO trainer, whose TRL base class imports vLLM where it is installed
+from curiosft_trl import CurioSFTConfig, CurioSFTTrainer, EvalConfig, evaluate, load_rl_dataset, think_accuracy_reward
+vllm_before_grpo = "vllm" in sys.modules
+from curiosft_trl import *
+names = {name: f"{getattr(curiosft_trl, name).__module__}.{getattr(curiosft_trl, name).__qualname__}" for name in __all__}
+print(json.dumps({"cheap": cheap, "names": names, "vllm_before_grpo": vllm_before_grpo}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(report["cheap"].values()), f"`import curiosft_trl` imported {report['cheap']}"
+    assert not report["vllm_before_grpo"], "importing the SFT or evaluation API imported vLLM"
+    assert report["names"] == {
+        "CurioGRPOTrainer": "curiosft_trl.rl.trainer.CurioGRPOTrainer",
+        "CurioSFTConfig": "curiosft_trl.sft.config.CurioSFTConfig",
+        "CurioSFTTrainer": "curiosft_trl.sft.trainer.CurioSFTTrainer",
+        "DataError": "curiosft_trl.errors.DataError",
+        "EvalConfig": "curiosft_trl.evaluation.harness.EvalConfig",
+        "RecipeError": "curiosft_trl.errors.RecipeError",
+        "curiosft_per_token_loss": "curiosft_trl.sft.losses.curiosft_per_token_loss",
+        "entropy_guided_temperature": "curiosft_trl.sft.losses.entropy_guided_temperature",
+        "evaluate": "curiosft_trl.evaluation.harness.evaluate",
+        "load_rl_dataset": "curiosft_trl.rl.data.load_rl_dataset",
+        "load_sft_dataset": "curiosft_trl.sft.data.load_sft_dataset",
+        "think_accuracy_reward": "curiosft_trl.rl.rewards.think_accuracy_reward",
+    }
+
+
+def test_an_unknown_top_level_name_is_an_attribute_error():
+    try:
+        curiosft_trl.CurioSFTTrainr  # noqa: B018
+    except AttributeError as e:
+        assert "CurioSFTTrainr" in str(e)
+    else:
+        raise AssertionError("expected AttributeError")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of the modules that `path` imports, relative imports resolved against its package."""
+    package = ".".join(("curiosft_trl", *path.relative_to(PACKAGE).parent.parts))
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, (base, node.module)))
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_the_library_never_imports_the_cli():
+    offenders = {
+        str(path.relative_to(PACKAGE)): sorted(m for m in _imported_modules(path) if m.startswith("curiosft_trl.cli"))
+        for path in PACKAGE.rglob("*.py")
+        if path.relative_to(PACKAGE).parts[0] != "cli"
+    }
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_import_scanner_resolves_relative_imports():
+    # guards the test above against a scanner that resolves nothing: cli/sft.py has `from . import RecipeError, ...`
+    imported = _imported_modules(PACKAGE / "cli" / "sft.py")
+    assert {"curiosft_trl.cli", "curiosft_trl.cli.RecipeError", "curiosft_trl.sft.config"} <= imported
+
+
+def test_each_stage_is_a_package():
+    for stage, modules in {"sft": {"config", "losses", "teacher", "trainer", "data"},
+                           "rl": {"trainer", "data", "rewards"}}.items():
+        assert modules <= {p.stem for p in (PACKAGE / stage).glob("*.py")}, stage
