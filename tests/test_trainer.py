@@ -182,3 +182,23 @@ def test_teacher_sync_mixes_only_the_students_trainable_parameters():
     torch.testing.assert_close(teacher.weight, 0.75 * before["weight"] + 0.25 * student.weight)
     assert torch.equal(teacher.bias, before["bias"])
 
+
+def test_with_bf16_autocast_the_teacher_runs_in_the_students_precision(tiny_model_dir, tiny_sft_file, tmp_path):
+    # fp32 weights + `bf16: true`: accelerate runs the student's forward under autocast; the teacher, whose
+    # forward is called past accelerate's wrapper, must too (else it runs in fp32: slow and asymmetric)
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", max_steps=1, bf16=True)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, output):
+            seen.setdefault(name, set()).add(output.dtype)
+        return hook
+
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+    assert next(teacher.parameters()).dtype == next(student.parameters()).dtype == torch.float32
+    student.get_decoder().layers[0].mlp.down_proj.register_forward_hook(record("student"))
+    teacher.get_decoder().layers[0].mlp.down_proj.register_forward_hook(record("teacher"))
+    teacher.get_output_embeddings().register_forward_hook(record("teacher_head"))
+    trainer.train()
+    assert seen == {"student": {torch.bfloat16}, "teacher": {torch.bfloat16}, "teacher_head": {torch.bfloat16}}

@@ -121,8 +121,11 @@ class CurioSFTTrainer(SFTTrainer):
         """
         unwrapped = self.accelerator.unwrap_model(teacher)
         backbone_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
-        # Routed through the wrapper's forward so that DeepSpeed ZeRO-3 gathers the teacher's sharded parameters
-        hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped, **backbone_inputs)
+        # The redirection bypasses the forward that accelerate wrapped in autocast, so autocast is entered here:
+        # with fp32 weights and `bf16: true` the teacher then runs in bf16 like the student (no-op otherwise)
+        with self.accelerator.autocast():
+            # Routed through the wrapper's forward so that DeepSpeed ZeRO-3 gathers the teacher's sharded parameters
+            hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped, **backbone_inputs)
         labels = inputs["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
         head = unwrapped.get_output_embeddings()
@@ -131,7 +134,8 @@ class CurioSFTTrainer(SFTTrainer):
         chunks = []
         for start in range(0, targets.numel(), self.args.teacher_chunk_size):
             end = start + self.args.teacher_chunk_size
-            logits = head(hidden[start:end].to(head.weight.device))  # (chunk, V)
+            with self.accelerator.autocast():
+                logits = head(hidden[start:end].to(head.weight.device))  # (chunk, V)
             chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
