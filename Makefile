@@ -11,7 +11,7 @@ OFFLINE  := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny sft rl eval test bench clean
+.PHONY: install tiny sft rl eval test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,14 @@ bench: install
 	$(OFFLINE) $(BIN)/python bench/sft_bench.py
 	$(OFFLINE) $(BIN)/python bench/grpo_bench.py
 	$(OFFLINE) $(BIN)/python bench/eval_throughput.py
+
+# The prepared GPU check (one CUDA GPU, about 6 minutes): CurioSFT vs vanilla SFT step time and memory at the
+# Qwen2.5-Math-1.5B shape, CUDA vs CPU losses, a ZeRO-3 save/resume, GRPO steps; one JSON under bench/results/.
+# PYTHON=python3 uses the machine's own Python (a GPU image that has torch) instead of creating .venv.
+PYTHON        ?= $(BIN)/python
+GPU_CHECK_OUT ?= bench/results/gpu-check.json
+gpu-check: $(if $(filter $(BIN)/python,$(PYTHON)),install)
+	$(OFFLINE) $(PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT) $(ARGS)
 
 clean:
 	rm -rf outputs
