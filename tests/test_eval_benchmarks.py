@@ -13,7 +13,7 @@ from curiosft_trl.evaluation.benchmarks import (
 from curiosft_trl.prompts import SYSTEM_PROMPT
 from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_data
 
-ROWS = {"aime24": 30, "aime25": 30, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675,
+ROWS = {"aime24": 30, "aime25": 30, "amc": 83, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675,
         "gpqa_diamond": 198, "arc_challenge": 1172, "mmlu_pro": 12032}
 
 
@@ -36,11 +36,22 @@ def test_benchmark_loads_with_its_row_count_and_chat_prompts(name):
 
 
 def test_paper_protocol_groups_and_sample_counts():
-    assert [b.name for b in resolve_benchmarks(["id"])] == ["aime24", "aime25", "amc23", "math500", "minerva",
+    assert [b.name for b in resolve_benchmarks(["id"])] == ["aime24", "aime25", "amc", "math500", "minerva",
                                                             "olympiadbench"]
     assert [b.name for b in resolve_benchmarks(["ood"])] == ["gpqa_diamond", "arc_challenge", "mmlu_pro"]
     assert {b.name: b.n_samples for b in resolve_benchmarks(["paper"])}["mmlu_pro"] == 1
     assert all(b.n_samples == 8 for b in resolve_benchmarks(["id"]))
+
+
+def test_the_paper_suite_has_the_83_problem_amc_of_amc_12_2022_and_2023():
+    """The paper's AMC is AI-MO's 83-problem set; the 40-problem AMC 2023 is its second half and in no suite."""
+    paper = [b.name for b in resolve_benchmarks(["paper"])]
+    assert "amc" in paper and "amc23" not in paper and len(paper) == 9
+    amc, _ = load_benchmark(BENCHMARKS["amc"], SHARED_DATA, SYSTEM_PROMPT)
+    amc23, _ = load_benchmark(BENCHMARKS["amc23"], SHARED_DATA, SYSTEM_PROMPT)
+    assert len(amc) == 83 and len(amc23) == 40
+    assert [r["messages"] for r in amc[43:]] == [r["messages"] for r in amc23]
+    assert amc[0]["gold"] == "142.0" and [r["id"] for r in amc[:2]] == ["amc83-00", "amc83-01"]
 
 
 def test_tiny_test_split_loads_with_the_tiny_system_prompt(tmp_path):
@@ -59,6 +70,7 @@ def test_unknown_benchmark_and_missing_file_are_one_clear_error(tmp_path):
 # Rows shaped like each pinned hub revision's (column names and types as published on the dataset cards).
 HUB_ROWS = {
     "aime24": {"id": 60, "problem": "Find x.", "solution": "...", "answer": "033", "url": "u", "year": "2024"},
+    "amc": {"id": 0, "problem": "Find w.", "answer": 142.0, "url": "u"},
     "amc23": {"id": 0, "question": "Find y.", "answer": 27.0, "url": "u"},
     "olympiadbench": {"id": 2231, "question": "Find z.", "final_answer": ["$\\frac{1}{2}$"], "context": None},
     "mmlu_pro": {"question_id": 70, "question": "Q?", "options": ["a", "b", "c"], "answer": "C", "answer_index": 2},
@@ -94,7 +106,7 @@ def test_hub_rows_map_onto_our_schema_and_grade(name, monkeypatch):
     assert source.startswith(f"hf://{bench.hub_id}") and bench.hub_revision in source
     (row,) = rows
     assert [m["role"] for m in row["messages"]] == ["system", "user"]
-    expected_gold = {"aime24": "033", "amc23": "27.0", "olympiadbench": "$\\frac{1}{2}$", "mmlu_pro": "C",
+    expected_gold = {"aime24": "033", "amc": "142.0", "amc23": "27.0", "olympiadbench": "$\\frac{1}{2}$", "mmlu_pro": "C",
                      "arc_challenge": "C"}
     if name == "gpqa_diamond":  # shuffled, seeded by the record id: the gold letter points at the correct text
         user = row["messages"][1]["content"]
@@ -102,6 +114,15 @@ def test_hub_rows_map_onto_our_schema_and_grade(name, monkeypatch):
     else:
         assert row["gold"] == expected_gold[name]
     assert grade(f"\\boxed{{{row['gold']}}}", row["gold"], kind=row["kind"], num_choices=row["num_choices"]).correct
+
+
+def test_the_hub_amc_rows_are_named_by_their_index_as_its_ids_repeat(monkeypatch):
+    import datasets
+
+    hub = [{"id": 0, "problem": "2022 A1", "answer": 142.0}, {"id": 0, "problem": "2023 A1", "answer": 27.0}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: hub)
+    rows, _ = load_benchmark(BENCHMARKS["amc"], None, SYSTEM_PROMPT)
+    assert [(r["id"], r["gold"]) for r in rows] == [("amc83-00", "142.0"), ("amc83-01", "27.0")]
 
 
 def test_a_reshaped_hub_copy_is_one_clear_error(monkeypatch):

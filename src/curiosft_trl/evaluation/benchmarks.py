@@ -45,7 +45,7 @@ class Benchmark:
     hub_split: str = "test"
     hub_revision: str | None = None
     hub_config: str | None = None
-    hub_layout: Literal["problem", "question", "olympiad", "mmlu_pro", "arc", "gpqa"] = "problem"
+    hub_layout: Literal["problem", "question", "amc", "olympiad", "mmlu_pro", "arc", "gpqa"] = "problem"
 
 
 # Hub revisions are the commits that public evaluation code pins for these datasets (the one most widely pinned
@@ -57,6 +57,10 @@ BENCHMARKS: dict[str, Benchmark] = {
                   hub_revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a"),
         Benchmark("aime25", "aime2025.jsonl", "id", "math", hub_id="math-ai/aime25",
                   hub_revision="563bb8404243c5f09de6ec262f2db674fe5bce9b"),
+        # The paper's AMC: AMC 12 2022 + 2023, 83 problems (AI-MO's validation set, as in DeepScaleR and LUFFY).
+        Benchmark("amc", "amc_2022_2023_83.jsonl", "id", "math", hub_id="AI-MO/aimo-validation-amc",
+                  hub_split="train", hub_layout="amc", hub_revision="69d78a4a2c840e82d69af6bc742bda09005f6316"),
+        # Its AMC 2023 half alone (40 problems, the "amc23" of Qwen2.5-Math and simpleRL); not in any suite.
         Benchmark("amc23", "amc2023.jsonl", "id", "math", hub_id="math-ai/amc23", hub_layout="question",
                   hub_revision="80815d37005feb82cd7f8fbc6901d5d3eff43057"),
         Benchmark("math500", "math500.jsonl", "id", "math", hub_id="HuggingFaceH4/MATH-500",
@@ -79,12 +83,14 @@ BENCHMARKS: dict[str, Benchmark] = {
     ]
 }
 
+# The paper's in-distribution (ID) and out-of-distribution (OOD) sets; `amc23` is registered but in no suite, so
+# that the ID average is over the same six benchmarks as the paper's.
 SUITES: dict[str, list[str]] = {
-    "id": [n for n, b in BENCHMARKS.items() if b.group == "id"],
-    "ood": [n for n, b in BENCHMARKS.items() if b.group == "ood"],
-    "paper": [n for n, b in BENCHMARKS.items() if b.group in ("id", "ood")],
+    "id": ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"],
+    "ood": ["gpqa_diamond", "arc_challenge", "mmlu_pro"],
     "tiny": ["tiny"],
 }
+SUITES["paper"] = SUITES["id"] + SUITES["ood"]
 
 
 def resolve_benchmarks(names: list[str]) -> list[Benchmark]:
@@ -141,14 +147,17 @@ def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
     """One hub row -> our schema (`{id, problem, answer}` or `{id, question, choices, answer}`), per `hub_layout`.
 
     Column names are those of the pinned revisions: MATH-500/AIME `problem`+`answer`; amc23/minerva
-    `question`+`answer`; olympiadbench `question`+`final_answer` (a list); MMLU-Pro `question`+`options`+`answer`
-    (a letter); ARC `question`+`choices{text,label}`+`answerKey` (a label, sometimes "1".."4"); GPQA
-    `Question`+`Correct Answer`+`Incorrect Answer 1..3`.
+    `question`+`answer`; AMC-83 `problem`+`answer` with an `id` that restarts at 0 for 2023, so the row index
+    names the row (`amc83-00`..`amc83-82`, the local file's ids); olympiadbench `question`+`final_answer` (a
+    list); MMLU-Pro `question`+`options`+`answer` (a letter); ARC `question`+`choices{text,label}`+`answerKey`
+    (a label, sometimes "1".."4"); GPQA `Question`+`Correct Answer`+`Incorrect Answer 1..3`.
     """
     layout = benchmark.hub_layout
     row_id = str(row.get("id", row.get("unique_id", row.get("question_id", row.get("Record ID", index)))))
-    if layout in ("problem", "question", "olympiad"):
-        text = row["problem" if layout == "problem" else "question"]
+    if layout == "amc":
+        row_id = f"amc83-{index:02d}"
+    if layout in ("problem", "question", "amc", "olympiad"):
+        text = row["problem" if layout in ("problem", "amc") else "question"]
         answer = row["final_answer" if layout == "olympiad" else "answer"]
         if isinstance(answer, (list, tuple)):  # olympiadbench: one or more final answers
             answer = ", ".join(map(str, answer))
