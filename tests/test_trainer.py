@@ -202,3 +202,106 @@ def test_with_bf16_autocast_the_teacher_runs_in_the_students_precision(tiny_mode
     teacher.get_output_embeddings().register_forward_hook(record("teacher_head"))
     trainer.train()
     assert seen == {"student": {torch.bfloat16}, "teacher": {torch.bfloat16}, "teacher_head": {torch.bfloat16}}
+
+
+def test_the_teacher_head_is_gathered_once_per_micro_batch(tiny_model_dir, tiny_sft_file, tmp_path, monkeypatch):
+    # Under ZeRO-3 a module called outside the engine gathers its weight on every call; the teacher's head runs once
+    # per `teacher_chunk_size` tokens, so it is gathered explicitly, once per micro-batch (ZeRO-3 faked here)
+    import contextlib
+
+    import deepspeed
+
+    import curiosft_trl.sft.teacher as teacher_module
+    import curiosft_trl.sft.trainer as trainer_module
+
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", max_steps=1,
+                           teacher_chunk_size=16)
+    head = trainer.accelerator.unwrap_model(trainer.teacher_model).get_output_embeddings()
+    gathers, chunks = [], []
+    monkeypatch.setattr(teacher_module, "is_deepspeed_zero3_enabled", lambda: True)
+    monkeypatch.setattr(deepspeed.zero, "GatheredParameters",
+                        lambda params, modifier_rank=None: gathers.append(list(params)) or contextlib.nullcontext())
+    gold = trainer_module.teacher_gold_logprobs
+    monkeypatch.setattr(trainer_module, "teacher_gold_logprobs",
+                        lambda logits, *a, **kw: chunks.append(len(logits)) or gold(logits, *a, **kw))
+    trainer.train()
+    assert len(chunks) > 2, chunks  # several chunks in the one micro-batch
+    assert sum(any(p is head.weight for p in params) for params in gathers) == 1
+
+
+def test_teacher_state_is_copied_to_host_memory_on_the_saving_rank_only(tiny_model_dir):
+    from curiosft_trl.sft.teacher import teacher_state
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert teacher_state(model, keep=False) == {}
+    full = teacher_state(model)
+    assert set(full) == {n for n, _ in model.named_parameters()} and all(t.device.type == "cpu" for t in full.values())
+
+
+@pytest.mark.parametrize("setup, message", [
+    (dict(use_liger_kernel=True), "set use_liger_kernel: false"),
+    (dict(parallelism=("cp_size", 2)), r"parallelism_config\.cp_size > 1"),
+    (dict(parallelism=("sp_size", 2)), r"parallelism_config\.sp_size > 1"),
+    (dict(parallelism=("tp_size", 2)), r"parallelism_config\.tp_size > 1"),
+    (dict(zero3=True, peft=True), "PEFT under DeepSpeed ZeRO-3"),
+    (dict(zero3=True, instance=True), "needs `model` as a path or hub id"),
+])
+def test_unsupported_setups_are_one_clear_error_before_any_model_loads(setup, message, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import transformers.integrations.deepspeed as hf_deepspeed
+
+    from curiosft_trl.sft.trainer import check_supported
+
+    args = CurioSFTConfig(output_dir=str(tmp_path), sft_loss="curiosft", use_cpu=True, report_to="none",
+                          use_liger_kernel=setup.get("use_liger_kernel", False))
+    if "parallelism" in setup:
+        name, size = setup["parallelism"]
+        args.parallelism_config = SimpleNamespace(**{"cp_size": 1, "sp_size": 1, "tp_size": 1, name: size})
+    monkeypatch.setattr(hf_deepspeed, "is_deepspeed_zero3_enabled", lambda: setup.get("zero3", False))
+    model = torch.nn.Linear(1, 1) if setup.get("instance") else "some/model"
+    with pytest.raises(ValueError, match=message):
+        check_supported(args, model, wraps_peft=setup.get("peft", False))
+    args.sft_loss = "nll"  # TRL's own losses run TRL's code path: nothing to refuse
+    check_supported(args, model, wraps_peft=setup.get("peft", False))
+
+
+def test_an_moe_router_loss_is_refused(tiny_model_dir, tiny_sft_file, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.config.output_router_logits = True
+    args = CurioSFTConfig(output_dir=str(tmp_path), sft_loss="entropy_reg", use_cpu=True, report_to="none")
+    dataset = load_sft_dataset(str(tiny_sft_file), system_prompt=TINY_SYSTEM_PROMPT)
+    with pytest.raises(ValueError, match="output_router_logits"):
+        CurioSFTTrainer(model=model, args=args, train_dataset=dataset)
+
+
+def test_the_model_card_names_curiosft_and_cites_the_paper(tiny_model_dir, tiny_sft_file, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", max_steps=1)
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert "CurioSFT" in card and "2602.02244" in card and "Learning While Staying Curious" in card
+
+
+def test_checkpoints_are_pushed_to_the_hub_without_the_teacher(tiny_model_dir, tiny_sft_file, tmp_path, monkeypatch):
+    import transformers.trainer
+    from huggingface_hub.utils import filter_repo_objects
+
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", max_steps=1,
+                           save_strategy="steps", save_steps=1)
+    trainer.train()
+    checkpoint = tmp_path / "checkpoint-1"
+    assert (checkpoint / TEACHER_DIR / TEACHER_WEIGHTS).is_file()
+    uploads = []
+
+    class FakeHub:
+        def upload_folder(self, **kwargs):
+            uploads.append(kwargs)
+
+    monkeypatch.setattr(transformers.trainer, "hf_api", FakeHub)
+    trainer.hub_model_id, trainer.args.hub_strategy, trainer.push_in_progress = "user/model", "checkpoint", None
+    trainer._push_from_checkpoint(str(checkpoint))
+    pushed = next(u for u in uploads if u["folder_path"] == str(checkpoint))
+    files = [str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file()]
+    kept = list(filter_repo_objects(files, ignore_patterns=pushed["ignore_patterns"]))
+    assert "model.safetensors" in kept and not any(f.startswith(TEACHER_DIR) for f in kept)
+    assert transformers.trainer.hf_api is FakeHub  # the patch is undone after the push

@@ -7,11 +7,12 @@ do, and the authors' code does not either, is keep the teacher across a restart:
 `load_teacher` write it to `checkpoint-N/teacher/` so that a resumed run continues with the same teacher.
 """
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.trainer.callbacks import SyncRefModelCallback
 
@@ -40,34 +41,49 @@ class TeacherSyncCallback(SyncRefModelCallback):
             SyncRefModelCallback.sync_target_model(student, teacher, alpha)
 
 
-def _gathered(param: torch.nn.Parameter, modifier_rank: int | None = None):
-    """Under ZeRO-3, a context in which `param` holds its full value (rank 0's writes are broadcast on exit)."""
+def _gathered(params: torch.nn.Parameter | list[torch.nn.Parameter], modifier_rank: int | None = None):
+    """Under ZeRO-3, a context in which `params` hold their full values (rank 0's writes are broadcast on exit)."""
     if not is_deepspeed_zero3_enabled():
         return nullcontext()
     import deepspeed
 
-    return deepspeed.zero.GatheredParameters([param], modifier_rank=modifier_rank)
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank)
+
+
+@contextmanager
+def gathered_head(head: torch.nn.Module):
+    """The LM head's `(weight (V, H), bias (V,) or None)`, whole, for as long as the context lasts.
+
+    Under ZeRO-3 a module called outside the engine's forward gathers its parameters on every call; the teacher's
+    head runs once per chunk of response tokens, so it is gathered once here and applied with `F.linear`."""
+    params = [p for p in (head.weight, getattr(head, "bias", None)) if p is not None]
+    with _gathered(params):
+        yield head.weight, getattr(head, "bias", None)
 
 
 def _selected(teacher: torch.nn.Module, names: set[str] | None) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in teacher.named_parameters() if names is None or n in names}
 
 
-def teacher_state(teacher: torch.nn.Module, names: set[str] | None = None) -> dict[str, torch.Tensor]:
+def teacher_state(teacher: torch.nn.Module, names: set[str] | None = None, keep: bool = True
+                  ) -> dict[str, torch.Tensor]:
     """Full, CPU copies of the teacher's parameters (those in `names`, default all), by name (tied weights once).
-    Every rank must call it."""
+
+    Every rank must call it (under ZeRO-3 each parameter is gathered, one at a time); only a rank with `keep` copies
+    anything to host memory, so a node holds one copy of the teacher, not one per rank."""
     state = {}
     for name, p in _selected(teacher, names).items():
         with _gathered(p):
-            state[name] = p.detach().to("cpu", copy=True).contiguous()
+            if keep:
+                state[name] = p.detach().to("cpu", copy=True).contiguous()
     return state
 
 
 def save_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, is_main_process: bool,
                  names: set[str] | None = None) -> None:
     """Write the teacher's weights (those in `names`, default all; under PEFT the adapters only) to
-    `checkpoint_dir/teacher/model.safetensors` (atomically, by rename)."""
-    state = teacher_state(teacher, names)
+    `checkpoint_dir/teacher/model.safetensors` from the main process (atomically, by rename)."""
+    state = teacher_state(teacher, names, keep=is_main_process)
     if not is_main_process:
         return
     out = Path(checkpoint_dir) / TEACHER_DIR
@@ -86,12 +102,15 @@ def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, names: se
             f"{path} is missing: this checkpoint has no CurioSFT teacher, so resuming from it would silently restart "
             "the teacher from the student. Resume from a checkpoint written by CurioSFTTrainer, or start fresh."
         )
-    state = load_file(str(path))
     params = _selected(teacher, names)
-    if set(state) != set(params):
-        raise ValueError(f"{path} does not match the model: differing keys {sorted(set(state) ^ set(params))[:5]}")
-    with torch.no_grad():
+    # Read one tensor at a time (no full state dict in host memory); under ZeRO-3 only rank 0 reads, and each
+    # gathered parameter is broadcast from it on leaving `_gathered`
+    reads = not is_deepspeed_zero3_enabled() or torch.distributed.get_rank() == 0
+    with safe_open(str(path), framework="pt", device="cpu") as weights, torch.no_grad():
+        if set(weights.keys()) != set(params):
+            differing = sorted(set(weights.keys()) ^ set(params))[:5]
+            raise ValueError(f"{path} does not match the model: differing keys {differing}")
         for name, p in params.items():
             with _gathered(p, modifier_rank=0):
-                if not is_deepspeed_zero3_enabled() or torch.distributed.get_rank() == 0:
-                    p.copy_(state[name].to(p.device, p.dtype))
+                if reads:
+                    p.copy_(weights.get_tensor(name).to(p.device, p.dtype))

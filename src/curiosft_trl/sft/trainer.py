@@ -7,8 +7,12 @@ chunk by chunk over the response tokens (at most `teacher_chunk_size x vocab` fl
 
 import copy
 import os
+import textwrap
+from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
+import transformers.trainer
 from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
@@ -24,7 +28,7 @@ from .losses import (
     teacher_gold_logprobs,
     top_entropy_mask,
 )
-from .teacher import TeacherSyncCallback, freeze, load_teacher, save_teacher
+from .teacher import TEACHER_DIR, TeacherSyncCallback, freeze, gathered_head, load_teacher, save_teacher
 
 
 class CurioSFTTrainer(SFTTrainer):
@@ -38,6 +42,21 @@ class CurioSFTTrainer(SFTTrainer):
     """
 
     _tag_names = ["trl", "sft", "curiosft"]
+    _name = "CurioSFT"
+    _paper = {
+        "title": "Learning While Staying Curious: Entropy-Preserving Supervised Fine-Tuning via Adaptive "
+        "Self-Distillation for Large Reasoning Models",
+        "id": "2602.02244",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{wang2026curiosft,
+                title        = {{Learning While Staying Curious: Entropy-Preserving Supervised Fine-Tuning via Adaptive Self-Distillation for Large Reasoning Models}},
+                author       = {Wang and Gu and Piao and Gong and Ye and Yue and Han and Guo and Wu},
+                year         = 2026,
+                booktitle    = {Proceedings of the 64th Annual Meeting of the Association for Computational Linguistics (ACL)},
+                eprint       = {arXiv:2602.02244},
+            }"""),
+    }
 
     def __init__(self, model, args: CurioSFTConfig | None = None, *pargs, **kwargs):
         if args is None or not isinstance(args, CurioSFTConfig):
@@ -46,6 +65,7 @@ class CurioSFTTrainer(SFTTrainer):
         # is about to wrap it: then the wrapped student is copied below)
         teacher = None
         wraps_peft = kwargs.get("peft_config") is not None
+        check_supported(args, model, wraps_peft)
         if args.sft_loss in TEACHER_LOSSES and not isinstance(model, str) and not wraps_peft:
             teacher = copy.deepcopy(model)
         super().__init__(model, args, *pargs, **kwargs)
@@ -57,6 +77,10 @@ class CurioSFTTrainer(SFTTrainer):
                 teacher = self._load_teacher_like_model(model)
             self.teacher_model = self._prepare_teacher(freeze(teacher))
             self.add_callback(TeacherSyncCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
+        if args.sft_loss not in TRL_LOSSES and getattr(self.model.config, "output_router_logits", False):
+            raise ValueError(f"sft_loss: `{args.sft_loss}` does not add the router (load-balancing) loss that this "
+                             "MoE model's `output_router_logits: true` asks for; set it to false in the model's "
+                             "config, or use `nll`.")
         self._forward_redirection = _ForwardRedirection()
 
     def _load_teacher_like_model(self, model_id: str) -> PreTrainedModel:
@@ -84,7 +108,7 @@ class CurioSFTTrainer(SFTTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        if args.sft_loss in ("nll", "dft", "label_smoothing"):
+        if args.sft_loss in TRL_LOSSES:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs:
             raise NotImplementedError("CurioSFTTrainer does not return logits; use `prediction_loss_only=True`.")
@@ -128,15 +152,15 @@ class CurioSFTTrainer(SFTTrainer):
             hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped, **backbone_inputs)
         labels = inputs["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
-        head = unwrapped.get_output_embeddings()
         hidden, targets = hidden[:, :-1][mask], labels[mask]  # (N, H), (N,)
         q, tau, entropy = (torch.zeros(mask.shape, dtype=torch.float32, device=mask.device) for _ in range(3))
         chunks = []
-        for start in range(0, targets.numel(), self.args.teacher_chunk_size):
-            end = start + self.args.teacher_chunk_size
-            with self.accelerator.autocast():
-                logits = head(hidden[start:end].to(head.weight.device))  # (chunk, V)
-            chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
+        with gathered_head(unwrapped.get_output_embeddings()) as (weight, bias):
+            for start in range(0, targets.numel(), self.args.teacher_chunk_size):
+                end = start + self.args.teacher_chunk_size
+                with self.accelerator.autocast():
+                    logits = F.linear(hidden[start:end].to(weight.device), weight, bias)  # (chunk, V)
+                chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
         return q, tau, entropy
@@ -191,12 +215,69 @@ class CurioSFTTrainer(SFTTrainer):
                          names=self._teacher_param_names())
         super()._save_checkpoint(model, trial)
 
+    def _push_from_checkpoint(self, checkpoint_folder):
+        # The teacher is training state, like the optimizer: it stays in local checkpoints, never on the hub
+        with _uploads_without_teacher():
+            super()._push_from_checkpoint(checkpoint_folder)
+
     def _load_optimizer_and_scheduler(self, checkpoint):
         # The one resume hook that every backend (plain, DDP, DeepSpeed) reaches after the models are prepared
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None and self.teacher_model is not None:
             load_teacher(self.accelerator.unwrap_model(self.teacher_model), checkpoint,
                          names=self._teacher_param_names())
+
+
+TRL_LOSSES = ("nll", "dft", "label_smoothing")  # run by `SFTTrainer.compute_loss` unchanged
+
+
+def check_supported(args: CurioSFTConfig, model, wraps_peft: bool) -> None:
+    """One clear error, before any model is loaded or copied, for setups this trainer would run wrong or not at all."""
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    loss = f"sft_loss: `{args.sft_loss}`"
+    if args.sft_loss in TRL_LOSSES:
+        return
+    if args.use_liger_kernel:
+        raise ValueError(f"{loss} computes its own token log-probs, which Liger's patched forward does not return; "
+                         "set use_liger_kernel: false.")
+    parallelism = getattr(args, "parallelism_config", None)
+    for size in ("cp_size", "sp_size", "tp_size"):
+        if getattr(parallelism, size, 1) > 1:
+            raise ValueError(f"{loss} does not support parallelism_config.{size} > 1: the loss is normalised over "
+                             "whole sequences on data-parallel ranks only. Use data parallelism (DDP or DeepSpeed).")
+    if args.sft_loss in TEACHER_LOSSES and is_deepspeed_zero3_enabled():
+        if wraps_peft:
+            raise ValueError(f"{loss} with PEFT under DeepSpeed ZeRO-3 is not supported: the teacher is a deep copy "
+                             "of the adapted student, which ZeRO-3 has partitioned. Use ZeRO-2 or no DeepSpeed.")
+        if not isinstance(model, str):
+            raise ValueError(f"{loss} under DeepSpeed ZeRO-3 needs `model` as a path or hub id, not a model "
+                             "instance: the teacher is loaded like the student, and a partitioned instance cannot "
+                             "be copied.")
+
+
+class _TeacherlessHub:
+    """An `HfApi` whose folder uploads skip the teacher."""
+
+    def __init__(self, api):
+        self._api = api
+
+    def __getattr__(self, name):
+        return getattr(self._api, name)
+
+    def upload_folder(self, *args, ignore_patterns=None, **kwargs):
+        return self._api.upload_folder(*args, ignore_patterns=[*(ignore_patterns or []), f"{TEACHER_DIR}/*"], **kwargs)
+
+
+@contextmanager
+def _uploads_without_teacher():
+    """`Trainer._push_from_checkpoint` uploads whole checkpoint folders through `transformers.trainer.hf_api()`."""
+    real = transformers.trainer.hf_api
+    transformers.trainer.hf_api = lambda: _TeacherlessHub(real())
+    try:
+        yield
+    finally:
+        transformers.trainer.hf_api = real
 
 
 def _last_hidden_state(model: PreTrainedModel, **inputs) -> torch.Tensor:
