@@ -106,7 +106,8 @@ def test_hub_rows_map_onto_our_schema_and_grade(name, monkeypatch):
     assert source.startswith(f"hf://{bench.hub_id}") and bench.hub_revision in source
     (row,) = rows
     assert [m["role"] for m in row["messages"]] == ["system", "user"]
-    expected_gold = {"aime24": "033", "amc": "142.0", "amc23": "27.0", "olympiadbench": "$\\frac{1}{2}$", "mmlu_pro": "C",
+    expected_gold = {"aime24": "033", "amc": "142.0", "amc23": "27.0", "olympiadbench": "$\\frac{1}{2}$",
+                     "mmlu_pro": "C",
                      "arc_challenge": "C"}
     if name == "gpqa_diamond":  # shuffled, seeded by the record id: the gold letter points at the correct text
         user = row["messages"][1]["content"]

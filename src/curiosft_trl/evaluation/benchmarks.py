@@ -6,8 +6,10 @@ A loader turns one benchmark into rows `{id, messages, gold, kind, num_choices}`
 - multiple choice (`kind="choice"`): the user turn is the question, the lettered choices (`A) ...`) and an
   instruction to answer with the boxed letter; `gold` is the letter.
 
-Local files (the default, `../shared/data/`, see its SOURCES.md) use one schema per kind: math rows
-`{id, problem, answer}`, choice rows `{id, question, choices, answer}`. Gzipped files are read in memory
+The data comes from the hub, each dataset at a pinned commit (the default), or from a local folder (`data_dir`)
+with one JSONL file per benchmark: `download_benchmark` (`make data`) writes the pinned hub copies there for
+offline use, with `sources.json` recording where each file came from. Local files use one schema per kind: math
+rows `{id, problem, answer}`, choice rows `{id, question, choices, answer}`. Gzipped files are read in memory
 (GPQA asks that its examples never be written out in plain text). Hub datasets are mapped onto the same schema.
 """
 
@@ -24,7 +26,9 @@ from typing import Literal
 
 from ..errors import DataError
 from ..prompts import prompt_messages
+from .cache import atomic_write_bytes, atomic_write_text
 
+SOURCES_FILE = "sources.json"  # in a downloaded data_dir: benchmark -> {file, source, rows, sha256}
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option, in \\boxed{} (for example \\boxed{A})."
 
 
@@ -177,7 +181,8 @@ def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
     raise ValueError(f"{benchmark.name}: unknown hub_layout {layout!r}")
 
 
-def _hub_rows(benchmark: Benchmark) -> list[dict]:
+def hub_rows(benchmark: Benchmark) -> list[dict]:
+    """The pinned hub copy's rows in our schema (`hub_row`); needs hub access (and HF_TOKEN for gated GPQA)."""
     if benchmark.hub_id is None:
         raise DataError(f"{benchmark.name}: no hub copy is registered; give `data_dir` with {benchmark.local_file}.")
     from datasets import load_dataset
@@ -196,6 +201,17 @@ def hub_source(benchmark: Benchmark) -> str:
     return f"hf://{benchmark.hub_id}{config}@{benchmark.hub_revision or 'main'}:{benchmark.hub_split}"
 
 
+def read_sources(data_dir: str | Path) -> dict:
+    """`data_dir/sources.json` (written by `download_benchmark`), or {} when the folder has none."""
+    path = Path(data_dir).expanduser() / SOURCES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg}); delete it and run `make data` again.") from e
+
+
 def load_benchmark(
     benchmark: Benchmark,
     data_dir: str | Path | None,
@@ -205,18 +221,29 @@ def load_benchmark(
     """Rows `{id, messages, gold, kind, num_choices}` and the data's source (file path + sha256, or hub id@revision).
 
     `data_dir=None` loads the hub copy. A missing local file is an error naming the file (never a silent hub
-    fallback: the numbers must say which data they came from).
+    fallback: the numbers must say which data they came from). A file written by `download_benchmark` also names
+    the hub revision it came from.
     """
     if data_dir is not None:
         path = local_path(benchmark, data_dir)
         if not path.is_file():
-            hint = " Run `make tiny` to write the tiny task." if benchmark.group == "tiny" else ""
+            hint = " Run `make tiny` to write the tiny task." if benchmark.group == "tiny" else \
+                f" Run `make data DATA_DIR={data_dir}` to download it, or set `data_dir: null` to read the hub copy."
             raise DataError(f"{benchmark.name}: data file {path} not found.{hint}")
-        raw, source = read_jsonl(path), f"{path} sha256:{file_sha256(path)}"
+        sha = file_sha256(path)
+        raw, source = read_jsonl(path), f"{path} sha256:{sha}"
+        entry = read_sources(data_dir).get(benchmark.name, {})
+        if entry.get("sha256") == sha:
+            source += f" from {entry['source']}"
     else:
-        raw, source = _hub_rows(benchmark), hub_source(benchmark)
+        raw, source = hub_rows(benchmark), hub_source(benchmark)
+    return prompt_rows(benchmark, raw[:max_problems] if max_problems else raw, system_prompt), source
+
+
+def prompt_rows(benchmark: Benchmark, raw: list[dict], system_prompt: str | None) -> list[dict]:
+    """Rows in our schema -> `{id, messages, gold, kind, num_choices}`, checking each row and the ids' uniqueness."""
     rows = []
-    for i, r in enumerate(raw[:max_problems] if max_problems else raw):
+    for i, r in enumerate(raw):
         where = f"{benchmark.name} row {i}"
         if "answer" not in r or str(r["answer"]).strip() == "":
             raise DataError(f"{where}: no `answer`.")
@@ -240,4 +267,28 @@ def load_benchmark(
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise DataError(f"{benchmark.name}: row ids are not unique (the generation cache is keyed on them).")
-    return rows, source
+    return rows
+
+
+def download_benchmark(benchmark: Benchmark, data_dir: str | Path, force: bool = False) -> str:
+    """Write `benchmark`'s pinned hub copy to `data_dir/<local_file>`, the file `load_benchmark(benchmark,
+    data_dir)` reads, and record its source in `data_dir/sources.json`; returns a one-line summary.
+
+    Rows are checked before anything is written, and every file is replaced atomically (a killed download leaves
+    the old file or the new one). A `.gz` file is gzipped in memory (GPQA is never written in plain text). A file
+    already downloaded from the same revision, unchanged since, is kept unless `force`.
+    """
+    data_dir = Path(data_dir).expanduser()
+    path, source = local_path(benchmark, data_dir), hub_source(benchmark)
+    entry = read_sources(data_dir).get(benchmark.name, {})
+    if not force and entry.get("source") == source and path.is_file() and file_sha256(path) == entry.get("sha256"):
+        return f"{benchmark.name}: {path} is up to date ({entry['rows']} rows from {source})"
+    rows = hub_rows(benchmark)
+    prompt_rows(benchmark, rows, None)
+    data = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows).encode()
+    atomic_write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    sources = read_sources(data_dir)
+    sources[benchmark.name] = {"file": benchmark.local_file, "source": source, "rows": len(rows),
+                               "sha256": file_sha256(path)}
+    atomic_write_text(data_dir / SOURCES_FILE, json.dumps(sources, indent=2, sort_keys=True) + "\n")
+    return f"{benchmark.name}: {len(rows)} rows from {source} -> {path}"

@@ -44,9 +44,9 @@ class EvalConfig:
         metadata={"help": f"Benchmarks or suites: {', '.join(BENCHMARKS)}; suites paper (= id + ood), id, ood, tiny."},
     )
     data_dir: str | None = field(
-        default="../shared/data",
-        metadata={"help": "Folder of the benchmarks' local JSONL files (relative to the working directory); "
-                  "empty/None loads the hub copies instead."},
+        default=None,
+        metadata={"help": "None: each benchmark's hub copy at its pinned revision. A folder: its local JSONL files, "
+                  "as written by `make data DATA_DIR=<folder>` (python -m curiosft_trl.cli.data) for offline use."},
     )
     tiny_data_dir: str = field(
         default="outputs/tiny/data", metadata={"help": "Folder of the tiny task's test.jsonl (written by `make tiny`)."}
