@@ -8,6 +8,10 @@ tokens only (`completion_only_loss`). Accepted row layouts:
 - `messages`: the last turn (an assistant turn) is the completion, the turns before it the prompt;
 - `problem` + `solution` (+ `answer`), as in `../shared/data/*.jsonl` and the tiny task: the prompt is the system
   prompt and the problem; a solution without `</think>` is wrapped as `{solution}\n</think>\n\n\\boxed{answer}`.
+
+In every layout a conversational completion that opens with `<think>` loses it (`prompts.strip_think_open`): the chat
+template opens the block, so LUFFY's `"<think>\n..."` targets would otherwise train on two. String (non-chat)
+completions are left as they are: no template is applied to them.
 """
 
 from pathlib import Path
@@ -15,7 +19,7 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 
 from ..errors import DataError
-from ..prompts import SYSTEM_PROMPT, THINK_END, prompt_messages, think_completion
+from ..prompts import SYSTEM_PROMPT, THINK_END, prompt_messages, strip_think_open, think_completion
 
 LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".gz": "json", ".parquet": "parquet"}
 LAYOUTS = "`prompt`+`completion`, `prompt`+`target`, `messages`, or `problem`+`solution`"
@@ -53,6 +57,14 @@ def _content_is_empty(completion) -> bool:
     return not completion or all(not str(m.get("content") or "").strip() for m in completion)
 
 
+def _without_think_open(completion):
+    """A conversational completion whose first turn does not open `<think>` (the template writes it)."""
+    if isinstance(completion, str) or not completion or not isinstance(completion[0].get("content"), str):
+        return completion
+    first = {**completion[0], "content": strip_think_open(completion[0]["content"])}
+    return [first, *completion[1:]]
+
+
 def to_prompt_completion(dataset: Dataset, source: str, system_prompt: str | None = SYSTEM_PROMPT) -> Dataset:
     """Rows of any accepted layout -> `{"prompt": [...], "completion": [...]}`; errors name the source and row."""
     columns = set(dataset.column_names)
@@ -83,6 +95,7 @@ def to_prompt_completion(dataset: Dataset, source: str, system_prompt: str | Non
 
     def convert_checked(row, index):
         out = convert(row)
+        out["completion"] = _without_think_open(out["completion"])
         if _content_is_empty(out["completion"]):
             raise DataError(f"{source}: row {index} has an empty completion (an assistant turn was expected).")
         return out
