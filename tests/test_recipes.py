@@ -20,7 +20,9 @@ from curiosft_trl.cli import sft as sft_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
-LOW_PRECISION = ("bfloat16", "float16", "auto")  # "auto": the checkpoint's own dtype, bf16 for every Qwen2.5 release
+# "auto", and None (transformers 5's `from_pretrained` default is "auto"): the checkpoint's own dtype, bf16 for every
+# Qwen2.5 release. An unset recipe field is ModelConfig's "float32".
+LOW_PRECISION = ("bfloat16", "float16", "auto", None)
 COMMAND_STARTS = ("make sft", "make rl", "make eval", "accelerate launch", "curiosft-sft", "curiosft-rl",
                   "curiosft-eval")
 
@@ -162,7 +164,8 @@ def test_pure_bf16_check_tells_the_regimes_apart():
     zero3 = ROOT / "recipes" / "accelerate" / "zero3.yaml"
     assert pure_bf16("bfloat16", None, None)  # the one-GPU recipes before this check
     assert pure_bf16("auto", None, None)  # a Qwen2.5 checkpoint's own dtype is bf16
-    assert pure_bf16("float32", None, None) is None and pure_bf16(None, None, None) is None  # TRL's default: fp32
+    assert pure_bf16(None, None, None)  # transformers' own default is "auto"
+    assert pure_bf16("float32", None, None) is None
     assert pure_bf16("bfloat16", zero3, None) is None  # DeepSpeed bf16: fp32 master weights
     assert pure_bf16("bfloat16", None, "ds_config.json") is None
 
