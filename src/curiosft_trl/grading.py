@@ -214,6 +214,13 @@ def _serve() -> None:
 # ---------------------------------------------------------------------------------------------------- worker pool
 
 
+def _worker_env() -> dict[str, str]:
+    """A minimal environment for the grader processes: none of the variables that make Python import extra code
+    (PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, ... a `sitecustomize.py` on the path) or change its behaviour."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    return {**{k: os.environ[k] for k in keep if k in os.environ}, "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1"}
+
+
 class _Worker:
     def __init__(self) -> None:
         # Run this file as a script in a fresh interpreter: no package import (so no torch), no fork of a process
@@ -222,7 +229,7 @@ class _Worker:
             [sys.executable, "-c", _WORKER_BOOT, os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=_worker_env(),
         )
         self.ready = False
         self.job: int | None = None

@@ -1,10 +1,14 @@
 """Thin entry points: parse a recipe with TRL's `TrlParser`, hand off to the library, print errors in one line."""
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
+from ..checkpoints import check_resumable, finished_step, newest_complete_checkpoint
 from ..errors import DataError, RecipeError
 
 
@@ -17,6 +21,73 @@ def run_cli(main: Callable[[], None]) -> None:
         sys.exit(2)
 
 
+def read_recipe(path: str) -> dict:
+    """The recipe at `path` as a mapping, checked before TRL's parser sees it: readable YAML, a mapping, and data
+    only (TRL's parser copies an `env:` key into the process environment, where it could make Python import code)."""
+    recipe = Path(path)
+    if not recipe.is_file():
+        raise RecipeError(f"--config: {path} is not a file.")
+    try:
+        config = yaml.safe_load(recipe.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{path}: is not UTF-8 text (byte {e.start}).") from None
+    if not isinstance(config, dict):
+        raise RecipeError(f"{path}: expected a YAML mapping of field: value, got {type(config).__name__}.")
+    if "env" in config:
+        raise RecipeError(f"{path}: `env` is not allowed: recipes are data and cannot change the process "
+                          "environment; set variables in the shell that runs the command instead.")
+    return config
+
+
+def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
+    """TRL's `TrlParser` over `--config RECIPE` and command-line flags, with every error as one `RecipeError`."""
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    source = "command line"
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise RecipeError("--config: expected a recipe path.")
+        source = argv[index + 1]
+        read_recipe(source)
+    parser = TrlParser(dataclass_types)
+    parser.exit_on_error = False  # a bad value raises instead of printing the whole usage and exiting
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except argparse.ArgumentError as e:
+        key = (e.argument_name or "").split("/")[0].lstrip("-")
+        raise RecipeError(f"{source}: {key}: {e.message}.") from None
+    except ValueError as e:  # unknown keys, `__post_init__` checks: all before anything is written
+        raise RecipeError(f"{source}: {e}") from None
+
+
+def check_counts(training_args) -> None:
+    """Counts that make no sense (a negative `max_steps` would silently train for `num_train_epochs`)."""
+    if training_args.max_steps == 0 or training_args.max_steps < -1:
+        raise RecipeError(f"max_steps: {training_args.max_steps}; expected a positive number of optimizer steps, or "
+                          "-1 to train for num_train_epochs.")
+    for name in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) <= 0:
+            raise RecipeError(f"{name}: {getattr(training_args, name)}; expected a positive number.")
+
+
+def finished_run(training_args, fresh_start: bool) -> bool:
+    """True (and says so) when `output_dir` holds a run that already finished with these settings."""
+    if fresh_start:
+        return False
+    step = finished_step(training_args.output_dir, training_args.max_steps, training_args.num_train_epochs)
+    if step is None:
+        return False
+    print(f"{training_args.output_dir} already holds a finished run (step {step}, final model saved): nothing to do. "
+          "Pass --fresh_start to train again from step 0, or raise --max_steps / --num_train_epochs to continue.")
+    return True
+
+
 def check_model_path(model_name_or_path: str | None) -> None:
     """Fail before training starts if the model cannot be loaded, naming the path."""
     from transformers import AutoConfig
@@ -26,11 +97,15 @@ def check_model_path(model_name_or_path: str | None) -> None:
     path = Path(model_name_or_path).expanduser()
     if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
         raise RecipeError(f"model_name_or_path: {path} has no weights (*.safetensors or *.bin).")
+    if path.is_file():
+        raise RecipeError(f"model_name_or_path: {path} is a file; expected a model directory or a hub id.")
     try:
         AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as e:
-        hint = " Run `make tiny` to build the tiny default." if "tiny" in model_name_or_path else ""
-        raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {str(e).splitlines()[0]}.{hint}")
+        builds_it = not path.exists() and path.parts[:2] == ("outputs", "tiny")
+        hint = " Run `make tiny` to build the tiny default." if builds_it else ""
+        reason = str(e).splitlines()[0].rstrip(".")
+        raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {reason}.{hint}") from None
 
 
 def model_init_kwargs(model_args, training_args) -> dict:
@@ -43,23 +118,27 @@ def model_init_kwargs(model_args, training_args) -> dict:
     }
 
 
-def resume_checkpoint(training_args, fresh_start: bool) -> str | None:
-    """An explicit `resume_from_checkpoint`, else the last checkpoint in `output_dir` (unless `fresh_start`)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
+def resume_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
+    """An explicit `resume_from_checkpoint` (checked complete), else the newest complete checkpoint in `output_dir`
+    (unless `fresh_start`)."""
+    needs_teacher = getattr(trainer, "teacher_model", None) is not None
     if training_args.resume_from_checkpoint:
+        check_resumable(training_args.resume_from_checkpoint, training_args.output_dir, needs_teacher)
         return training_args.resume_from_checkpoint
-    if fresh_start or not os.path.isdir(training_args.output_dir):
+    if fresh_start:
         return None
-    return get_last_checkpoint(training_args.output_dir)
+    checkpoint = newest_complete_checkpoint(training_args.output_dir, needs_teacher, warn=trainer.accelerator.print)
+    return str(checkpoint) if checkpoint else None
 
 
 def train_and_save(trainer, training_args, fresh_start: bool) -> None:
-    """Train (resuming from the last checkpoint unless `fresh_start`), then save the final model to `output_dir`."""
-    checkpoint = resume_checkpoint(training_args, fresh_start)
+    """Train (resuming from the newest complete checkpoint unless `fresh_start`), then save the final model and,
+    last, the trainer state that marks the run finished."""
+    checkpoint = resume_checkpoint(trainer, training_args, fresh_start)
     if checkpoint:
         trainer.accelerator.print(f"Resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
     trainer.end()

@@ -7,16 +7,27 @@ training resumes from the last checkpoint in `output_dir` unless `--fresh_start`
 """
 
 import importlib
+import inspect
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import GRPOConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import GRPOConfig, ModelConfig, ScriptArguments, get_peft_config
 
 from ..prompts import SYSTEM_PROMPT
 from ..rl.data import load_rl_dataset
-from . import RecipeError, check_model_path, model_init_kwargs, run_cli, train_and_save
+from . import (
+    RecipeError,
+    check_counts,
+    check_model_path,
+    finished_run,
+    model_init_kwargs,
+    parse_recipe,
+    run_cli,
+    train_and_save,
+)
 
 
 @dataclass
@@ -38,11 +49,7 @@ class RLScriptArguments(ScriptArguments):
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RLScriptArguments, GRPOConfig, ModelConfig]:
-    parser = TrlParser((RLScriptArguments, GRPOConfig, ModelConfig))
-    try:
-        return parser.parse_args_and_config(args=argv)
-    except ValueError as e:  # unknown keys, bad values, `__post_init__` checks: all before anything is written
-        raise RecipeError(str(e)) from e
+    return parse_recipe((RLScriptArguments, GRPOConfig, ModelConfig), argv)
 
 
 REWARDS_MODULE = "curiosft_trl.rl.rewards"
@@ -50,7 +57,11 @@ MOVED_REWARDS_MODULE = "curiosft_trl.rewards"
 
 
 def resolve_reward_funcs(paths: list[str]) -> list[Callable]:
-    """`["pkg.module.func", ...]` -> the functions; an unknown path raises one `RecipeError` naming it."""
+    """`["pkg.module.func", ...]` -> the reward functions, checked before any model loads.
+
+    A path names a function in an installed or importable module (`curiosft_trl.rl.rewards.<name>`, a package of
+    yours, or a folder you put on PYTHONPATH yourself), never a file that happens to sit in the current directory,
+    and the function must take TRL's reward arguments: `f(completions, **kwargs) -> list[float]`."""
     if not paths:
         raise RecipeError("reward_funcs: at least one reward function is required, e.g. "
                           "`curiosft_trl.rl.rewards.think_accuracy_reward`.")
@@ -60,14 +71,42 @@ def resolve_reward_funcs(paths: list[str]) -> list[Callable]:
             path = REWARDS_MODULE + path.removeprefix(MOVED_REWARDS_MODULE)
         module_name, _, name = path.rpartition(".")
         try:
-            func = getattr(importlib.import_module(module_name), name) if module_name else None
+            func = getattr(_import_without_cwd(module_name), name) if module_name else None
         except (ImportError, AttributeError):
             func = None
-        if not callable(func):
-            raise RecipeError(f"reward_funcs: cannot import `{path}`; expected a dotted path to a function, "
-                              "e.g. `curiosft_trl.rl.rewards.think_accuracy_reward`.")
+        if func is None:
+            raise RecipeError(f"reward_funcs: cannot import `{path}`; expected a dotted path to a function in an "
+                              "installed module, e.g. `curiosft_trl.rl.rewards.think_accuracy_reward`.")
+        if not _is_reward_function(func):
+            raise RecipeError(f"reward_funcs: `{path}` is not a reward function; expected a Python function "
+                              "`f(completions, **kwargs) -> list[float]` (TRL's reward signature).")
         funcs.append(func)
     return funcs
+
+
+def _import_without_cwd(module_name: str):
+    """`importlib.import_module` with the implicit current-directory entry of `sys.path` left out (entries the user
+    put on PYTHONPATH stay)."""
+    explicit = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    implicit = {"", ".", os.getcwd()} - explicit
+    saved = sys.path[:]
+    sys.path[:] = [entry for entry in sys.path if entry not in implicit]
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path[:] = saved
+
+
+def _is_reward_function(func) -> bool:
+    """A Python function that accepts `completions=` and the other keyword arguments TRL passes (`**kwargs`)."""
+    if not inspect.isfunction(func):
+        return False
+    params = inspect.signature(func).parameters.values()
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    required = [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               inspect.Parameter.KEYWORD_ONLY)]
+    return takes_kwargs and set(required) <= {"completions", "prompts", "completion_ids"}
 
 
 def check_sft_checkpoint(model_name_or_path: str | None) -> None:
@@ -82,7 +121,10 @@ def check_sft_checkpoint(model_name_or_path: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
+    check_counts(training_args)
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    if finished_run(training_args, script_args.fresh_start):
+        return
     check_sft_checkpoint(model_args.model_name_or_path)
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is required (a hub id or a local JSONL/JSON/parquet path of RL prompts).")

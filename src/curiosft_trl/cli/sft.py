@@ -7,12 +7,21 @@ override them. Training resumes from the last checkpoint in `output_dir` unless 
 import sys
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config
+from trl import ModelConfig, ScriptArguments, get_peft_config
 
 from ..prompts import SYSTEM_PROMPT
 from ..sft.config import CurioSFTConfig
 from ..sft.data import load_sft_dataset
-from . import RecipeError, check_model_path, model_init_kwargs, run_cli, train_and_save
+from . import (
+    RecipeError,
+    check_counts,
+    check_model_path,
+    finished_run,
+    model_init_kwargs,
+    parse_recipe,
+    run_cli,
+    train_and_save,
+)
 
 
 @dataclass
@@ -29,15 +38,14 @@ class SFTScriptArguments(ScriptArguments):
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, CurioSFTConfig, ModelConfig]:
-    parser = TrlParser((SFTScriptArguments, CurioSFTConfig, ModelConfig))
-    try:
-        return parser.parse_args_and_config(args=argv)
-    except ValueError as e:  # unknown keys, bad values, `__post_init__` checks: all before anything is written
-        raise RecipeError(str(e)) from e
+    return parse_recipe((SFTScriptArguments, CurioSFTConfig, ModelConfig), argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
+    check_counts(training_args)
+    if finished_run(training_args, script_args.fresh_start):
+        return
     check_model_path(model_args.model_name_or_path)
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is required (a hub id or a local JSONL/JSON/parquet path).")

@@ -16,8 +16,7 @@ from safetensors.torch import save_file
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.trainer.callbacks import SyncRefModelCallback
 
-TEACHER_DIR = "teacher"
-TEACHER_WEIGHTS = "model.safetensors"
+from ..checkpoints import TEACHER_DIR, TEACHER_WEIGHTS
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

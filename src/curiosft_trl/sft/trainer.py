@@ -6,6 +6,7 @@ chunk by chunk over the response tokens (at most `teacher_chunk_size x vocab` fl
 """
 
 import copy
+import json
 import os
 import textwrap
 from contextlib import contextmanager
@@ -209,10 +210,14 @@ class CurioSFTTrainer(SFTTrainer):
 
     def _save_checkpoint(self, model, trial):
         # Written before the trainer state, which marks a checkpoint complete, so every checkpoint has its teacher
+        folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.teacher_model is not None:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             save_teacher(self.accelerator.unwrap_model(self.teacher_model), folder, self.args.should_save,
                          names=self._teacher_param_names())
+        if self.args.should_save:  # TRL's `num_tokens` count, which `TrainerState` does not carry
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, TOKENS_FILE), "w") as f:
+                json.dump({"total_train_tokens": self._total_train_tokens}, f)
         super()._save_checkpoint(model, trial)
 
     def _push_from_checkpoint(self, checkpoint_folder):
@@ -223,11 +228,25 @@ class CurioSFTTrainer(SFTTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         # The one resume hook that every backend (plain, DDP, DeepSpeed) reaches after the models are prepared
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is not None and self.teacher_model is not None:
+        if checkpoint is None:
+            return
+        if self.teacher_model is not None:
             load_teacher(self.accelerator.unwrap_model(self.teacher_model), checkpoint,
                          names=self._teacher_param_names())
+        tokens = os.path.join(checkpoint, TOKENS_FILE)
+        if os.path.isfile(tokens):  # checkpoints written before this file existed restart the count at 0
+            with open(tokens) as f:
+                self._total_train_tokens = json.load(f)["total_train_tokens"]
+
+    def _issue_warnings_after_load(self, load_result):
+        # Tied weights (an LM head sharing the embedding) are saved once, so a resume "misses" them; they are
+        # restored by the tie, which is not corruption: leave them out of transformers' warning
+        shared = {id(p) for name, p in self.model.named_parameters() if name not in load_result.missing_keys}
+        missing = [k for k in load_result.missing_keys if id(self.model.get_parameter(k)) not in shared]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
 
+TOKENS_FILE = "curiosft_tokens.json"
 TRL_LOSSES = ("nll", "dft", "label_smoothing")  # run by `SFTTrainer.compute_loss` unchanged
 
 
