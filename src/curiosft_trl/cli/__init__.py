@@ -1,7 +1,6 @@
 """Thin entry points: parse a recipe with TRL's `TrlParser`, hand off to the library, print errors in one line."""
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
