@@ -36,6 +36,47 @@ ARCHS = {
 }
 
 
+class StepProfiler(TrainerCallback):
+    """torch.profiler over the steady steps (after 2 warm-up steps): self time per op and per `record_function`
+    range (the trainer marks `curiosft.teacher_backbone`, `curiosft.teacher_head` and
+    `curiosft.teacher_temperature_and_logprob`)."""
+
+    def __init__(self, steps: int, warmup: int = 2):
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        self.profiler, self.warmup, self.steps = profile(activities=activities), warmup, steps - warmup
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == self.warmup:
+            self.profiler.start()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.profiler.stop()
+
+    def table(self, rows: int = 25) -> dict:
+        """Per step, in ms: the marked ranges (total time) and the top ops by self device (or CPU) time."""
+        device = torch.cuda.is_available()
+        events = self.profiler.key_averages()
+
+        def total(e):
+            return (e.device_time_total if device else e.cpu_time_total) / 1e3 / self.steps
+
+        def self_time(e):
+            return (e.self_device_time_total if device else e.self_cpu_time_total) / 1e3 / self.steps
+
+        ranges = {e.key: round(total(e), 2) for e in events if e.key.startswith("curiosft.")}
+        if device:  # where the host waits on the device, the gap shows here
+            ranges |= {f"{e.key} (host)": round(e.cpu_time_total / 1e3 / self.steps, 2)
+                       for e in events if e.key.startswith("curiosft.")}
+        ops = sorted((e for e in events if not e.key.startswith(("curiosft.", "ProfilerStep"))), key=self_time,
+                     reverse=True)
+        return {"clock": "device" if device else "cpu", "ms_per_step_ranges": ranges,
+                "ms_per_step_top_ops": {e.key: round(self_time(e), 2) for e in ops[:rows]}}
+
+
 class StepTimer(TrainerCallback):
     def __init__(self):
         self.times, self._start = [], None
@@ -56,6 +97,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--arch", choices=list(ARCHS), default="qwen2.5-0.5b")
+    parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of the steady steps")
     opts = parser.parse_args()
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=QWEN25_VOCAB, max_position_embeddings=opts.seq_len, tie_word_embeddings=True,
@@ -73,8 +115,10 @@ def main() -> None:
                               bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
                               disable_tqdm=True)
         timer = StepTimer()
+        profiler = StepProfiler(opts.steps) if opts.profile else None
         trainer = CurioSFTTrainer(model=model, args=args, train_dataset=dataset,
-                                  processing_class=build_tokenizer(f"{tmp}/tok"), callbacks=[timer])
+                                  processing_class=build_tokenizer(f"{tmp}/tok"),
+                                  callbacks=[timer] + ([profiler] if profiler else []))
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
@@ -84,9 +128,11 @@ def main() -> None:
         peak, kind = torch.cuda.max_memory_allocated(), "cuda_allocated"
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
-    json.dump({"sft_loss": opts.sft_loss, "step_s": sum(steady) / len(steady), "steady_step_s": steady,
-               "peak_bytes": peak, "memory": kind, "model_bytes": teacher_bytes,
-               "arch": opts.arch}, sys.stdout)
+    result = {"sft_loss": opts.sft_loss, "step_s": sum(steady) / len(steady), "steady_step_s": steady,
+              "peak_bytes": peak, "memory": kind, "model_bytes": teacher_bytes, "arch": opts.arch}
+    if profiler:
+        result["profile"] = profiler.table()
+    json.dump(result, sys.stdout)
 
 
 if __name__ == "__main__":

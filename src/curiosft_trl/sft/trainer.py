@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 import transformers.trainer
 from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -148,7 +149,7 @@ class CurioSFTTrainer(SFTTrainer):
         backbone_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
         # The redirection bypasses the forward that accelerate wrapped in autocast, so autocast is entered here:
         # with fp32 weights and `bf16: true` the teacher then runs in bf16 like the student (no-op otherwise)
-        with self.accelerator.autocast():
+        with self.accelerator.autocast(), record_function("curiosft.teacher_backbone"):
             # Routed through the wrapper's forward so that DeepSpeed ZeRO-3 gathers the teacher's sharded parameters
             hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped, **backbone_inputs)
         labels = inputs["labels"][:, 1:]
@@ -159,9 +160,10 @@ class CurioSFTTrainer(SFTTrainer):
         with gathered_head(unwrapped.get_output_embeddings()) as (weight, bias):
             for start in range(0, targets.numel(), self.args.teacher_chunk_size):
                 end = start + self.args.teacher_chunk_size
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), record_function("curiosft.teacher_head"):
                     logits = F.linear(hidden[start:end].to(weight.device), weight, bias)  # (chunk, V)
-                chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
+                with record_function("curiosft.teacher_temperature_and_logprob"):
+                    chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
         return q, tau, entropy
