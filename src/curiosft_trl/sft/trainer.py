@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import record_function
 import transformers.trainer
+from torch.profiler import record_function
 from transformers import PreTrainedModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import SFTTrainer
