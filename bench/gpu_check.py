@@ -16,7 +16,11 @@ Parts, each in its own process (its own peak memory, its own time limit; a faili
   steps 3 and 4. On a CPU (ZeRO-3 does not start there) the dry run uses ZeRO-2 instead, and says so.
 - `grpo`: a few GRPO steps of the RL CLI (transformers generation) on the GPU.
 
-Models are random-initialised; the tiny model and data come from `curiosft_trl.tiny` (no downloads).
+Models are random-initialised; the tiny model and data come from `curiosft_trl.tiny` (no downloads). On a GPU image
+that has CUDA torch but not the project's other packages, install their wheels into its environment first (`pip
+install --no-deps` of trl, transformers, datasets, deepspeed, math-verify and what they need), not on PYTHONPATH: the
+reward grader's worker processes start with a minimal environment that does not carry PYTHONPATH. Then
+`make gpu-check PYTHON=python3` (PYTHONPATH=src for the project itself).
 """
 
 from __future__ import annotations
