@@ -35,6 +35,15 @@ class SamplingConfig:
     top_p: float = 1.0
     max_new_tokens: int = 8192
     entropy_top_k: int = 20  # -1: the whole vocabulary
+    # Generation also stops at these tokens, besides the model's own EOS (those the tokenizer lacks are ignored):
+    # Qwen's end of turn and end of text, the authors' `stop_token_ids` [151645, 151643]
+    stop_tokens: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
+
+
+def stop_token_ids(tokenizer, tokens: tuple[str, ...]) -> list[int]:
+    """The ids of those `tokens` that are single tokens of `tokenizer`'s vocabulary."""
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[t] for t in tokens if t in vocab})
 
 
 @dataclass
@@ -144,7 +153,8 @@ class VLLMBackend:
 
         params = [
             SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, seed=s,
-                           max_tokens=sampling.max_new_tokens, logprobs=sampling.entropy_top_k)
+                           max_tokens=sampling.max_new_tokens, logprobs=sampling.entropy_top_k,
+                           stop_token_ids=stop_token_ids(self.tokenizer, sampling.stop_tokens))
             for s in seeds
         ]
         # Token ids, not text: the chat template already holds the special tokens (no second BOS).
@@ -210,13 +220,14 @@ class TransformersBackend:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
         self.batch_size = batch_size
-        self.eos_ids = set(np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id))
+        self.eos_ids = {int(i) for i in np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id)}
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int], sampling: SamplingConfig) -> list[Sample]:
         from transformers import LogitsProcessorList
 
         samples = []
+        eos_ids = sorted(self.eos_ids | set(stop_token_ids(self.tokenizer, sampling.stop_tokens)))
         for start in range(0, len(prompts), self.batch_size):
             batch_prompts, batch_seeds = prompts[start : start + self.batch_size], seeds[start : start + self.batch_size]
             batch = self.tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -225,12 +236,12 @@ class TransformersBackend:
             out = self.model.generate(
                 **batch, do_sample=False, max_new_tokens=sampling.max_new_tokens,
                 logits_processor=LogitsProcessorList([sampler]), pad_token_id=self.tokenizer.pad_token_id,
-                temperature=None, top_p=None, top_k=None,
+                eos_token_id=eos_ids, temperature=None, top_p=None, top_k=None,
             )
             new = out[:, batch["input_ids"].shape[1] :].cpu()
             ents = torch.stack(sampler.entropies, dim=1).numpy() if sampler.entropies else np.zeros((len(new), 0))
             for row, ent in zip(new.tolist(), ents):
-                stop = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
+                stop = next((i for i, t in enumerate(row) if t in eos_ids), None)
                 n = len(row) if stop is None else stop + 1
                 text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
                 samples.append(Sample(text, n, "stop" if stop is not None else "length", float(ent[:n].sum()),

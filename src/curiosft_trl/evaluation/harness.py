@@ -90,6 +90,12 @@ class EvalConfig:
     enforce_eager: bool | None = field(
         default=None, metadata={"help": "vLLM without CUDA graphs / compilation; None: True on CPU, False on GPU."}
     )
+    stop_tokens: list[str] = field(
+        default_factory=lambda: list(SamplingConfig.stop_tokens),
+        metadata={"help": "Tokens that end a sample besides the model's own EOS (those the tokenizer lacks are "
+                          "ignored): Qwen's `<|im_end|>` and `<|endoftext|>`, so that a hub model whose generation "
+                          "config names another EOS still stops at the end of its turn."},
+    )
     entropy_top_k: int = field(
         default=20, metadata={"help": "vLLM logprobs per step for the token entropy (top-k, renormalised: a lower "
                                        "bound); -1: the whole vocabulary (exact, but vocab-size logprobs per token)."}
@@ -119,7 +125,8 @@ class EvalConfig:
                 raise RecipeError(f"{name}: expected a positive number, got {value}.")
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.entropy_top_k)
+        return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.entropy_top_k,
+                              tuple(self.stop_tokens))
 
     def backend_kwargs(self) -> dict:
         """`build_backend` keyword arguments for one model replica on this process's device."""
