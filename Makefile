@@ -41,7 +41,7 @@ uninstall_gpu    =
 
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny sft rl eval test bench gpu-check clean
+.PHONY: install tiny sft rl eval data test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -68,6 +68,11 @@ rl: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
 eval: RECIPE ?= recipes/tiny/eval.yaml
 eval: install
 	$(BIN)/curiosft-eval --config $(RECIPE) $(if $(MODEL),--model_name_or_paths $(MODEL)) $(if $(SUITE),--benchmarks $(SUITE)) $(ARGS)
+
+# Every benchmark at its pinned hub revision, in the layout `data_dir:` reads (offline evaluation; GPQA: HF_TOKEN)
+DATA_DIR ?= outputs/benchmarks
+data: install
+	$(BIN)/curiosft-data --output_dir $(DATA_DIR) $(if $(SUITE),--benchmarks $(SUITE))
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q
