@@ -75,6 +75,17 @@ def check_counts(training_args) -> None:
             raise RecipeError(f"{name}: {getattr(training_args, name)}; expected a positive number.")
 
 
+def check_output_dir(output_dir: str) -> None:
+    """`output_dir` must be a folder or a path one can be made at: not a file, nor inside one (training would
+    otherwise fail at the first save, after the model has loaded)."""
+    path = Path(output_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise RecipeError(f"output_dir: {output_dir} {where}; expected a folder for checkpoints and the final model "
+                          "(a new path, or the folder of a run to resume).")
+
+
 def finished_run(training_args, fresh_start: bool) -> bool:
     """True (and says so) when `output_dir` holds a run that already finished with these settings."""
     if fresh_start:

@@ -16,7 +16,7 @@ from datasets import Dataset
 
 from ..errors import DataError
 from ..prompts import SYSTEM_PROMPT, prompt_messages
-from ..sft.data import load_raw_dataset
+from ..sft.data import chat_problem, load_raw_dataset
 
 LAYOUTS = "`problem`+`answer`, `prompt`+`answer`, or `prompt`+`reward_model` (verl/LUFFY)"
 KEPT_COLUMNS = ("choices",)  # besides `prompt` and `answer`: columns a reward function may read
@@ -44,6 +44,10 @@ def to_rl_prompts(dataset: Dataset, source: str, system_prompt: str | None = SYS
 
     def convert(row, index):
         text, gold = row[text_key], _gold(row[gold_key])
+        problem = None if isinstance(text, str) or text in (None, []) else chat_problem(text)
+        if problem:
+            raise DataError(f"{source}: row {index}: `{text_key}` is {problem}; expected a string or a list of "
+                            "`{role, content}` messages.")
         if not text or gold is None or not gold.strip():
             raise DataError(f"{source}: row {index} has an empty `{text_key}` or gold answer (`{gold_key}`).")
         prompt = text if isinstance(text, list) else prompt_messages(text, system_prompt)
