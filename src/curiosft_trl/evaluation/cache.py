@@ -2,8 +2,11 @@
 
 A line is `{problem_id, sample_index, seed, prompt_sha, text, num_tokens, finish_reason, entropy_sum,
 entropy_hist}`. Lines are appended in chunks, each chunk with one `write` and an `fsync`, so a killed run loses
-at most the chunk in flight; a torn last line is dropped on load. Entries whose prompt hash no longer matches
-the prompt (the data or system prompt changed) are ignored and regenerated.
+at most the chunk in flight. A line that is not such an entry (the torn last line of a killed run, a garbled or
+hand-edited one) is skipped on load, with one warning naming the file and the line numbers, and only its sample
+is generated again; every other line is kept. Loading never changes the file: the next write to a cache with bad
+lines rewrites it without them, atomically. Entries whose prompt hash no longer matches the prompt (the data or
+system prompt changed) are ignored and regenerated.
 
 Data-parallel workers (`parallel.py`) each write a part file beside the cache, `<cache name>.part-<replica>.jsonl`,
 in the same format; `merge_parts` folds them into the cache.
@@ -15,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,31 +50,59 @@ def prompt_sha(prompt: str) -> str:
     return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
+# The fields `GenerationCache.get` reads from a line, and their JSON types
+FIELDS = {"problem_id": str, "sample_index": int, "prompt_sha": str, "text": str, "num_tokens": int,
+          "finish_reason": str, "entropy_sum": (int, float), "entropy_hist": list}
+
+
+def parse_entry(line: bytes) -> dict | None:
+    """One cache line as an entry, or None when it is not one (not JSON, not an object, a field missing or of
+    the wrong type)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        return None
+    if not isinstance(entry, dict):
+        return None
+    if not all(isinstance(entry.get(k), t) and not isinstance(entry.get(k), bool) for k, t in FIELDS.items()):
+        return None
+    return entry
+
+
 class GenerationCache:
-    """Samples already generated for one (model, benchmark, settings), keyed by `(problem_id, sample_index)`."""
+    """Samples already generated for one (model, benchmark, settings), keyed by `(problem_id, sample_index)`.
+
+    `bad_lines`: the 1-based numbers of the file's lines that are not entries (skipped, and dropped at the next
+    write, which then rewrites the file).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.entries: dict[tuple[str, int], dict] = {}
+        self.bad_lines: list[int] = []
+        self._needs_newline = False  # the last line has no newline (a write cut after its `}`): start a new line
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
         with open(self.path, "rb") as f:
             data = f.read()
-        good = 0
-        for line in data.split(b"\n"):
-            if not line.endswith(b"}"):
-                break  # a torn write: the rest of the file is from the killed run
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self.entries[(entry["problem_id"], entry["sample_index"])] = entry
-            good += len(line) + 1
-        if good < len(data):  # cut the torn tail, so the next append starts on a fresh line
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            entry = parse_entry(line)
+            if entry is None:
+                self.bad_lines.append(number)
+            else:  # a later line replaces an earlier one with the same key (it is newer)
+                self.entries[(entry["problem_id"], entry["sample_index"])] = entry
+        self._needs_newline = bool(data) and not data.endswith(b"\n")
+        if self.bad_lines:
+            n, shown = len(self.bad_lines), ", ".join(map(str, self.bad_lines[:10]))
+            more = f" and {n - 10} more" if n > 10 else ""
+            print(f"warning: {self.path}: skipped {n} unreadable line{'s' * (n > 1)} "
+                  f"(line{'s' * (n > 1)} {shown}{more}; expected one JSON object per sample with its "
+                  f"{', '.join(list(FIELDS)[:-1])} and {list(FIELDS)[-1]}); "
+                  f"{'their' if n > 1 else 'its'} samples will be generated again", file=sys.stderr)
 
     def get(self, problem_id: str, sample_index: int, prompt: str) -> Sample | None:
         entry = self.entries.get((problem_id, sample_index))
@@ -105,15 +137,22 @@ class GenerationCache:
         return len(new)
 
     def _write(self, entries: list[dict]) -> None:
-        lines = []
+        """Add `entries` to the file durably: appended in one write, or, when the file has bad lines, the whole
+        cache rewritten without them through a temporary file and a rename."""
         for entry in entries:
             self.entries[(entry["problem_id"], entry["sample_index"])] = entry
-            lines.append(json.dumps(entry, ensure_ascii=True))
+        if self.bad_lines:
+            lines = (json.dumps(e, ensure_ascii=True) + "\n" for e in self.entries.values())
+            atomic_write_text(self.path, "".join(lines))
+            self.bad_lines, self._needs_newline = [], False
+            return
+        text = "".join(json.dumps(e, ensure_ascii=True) + "\n" for e in entries)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
+            f.write("\n" * self._needs_newline + text)
             f.flush()
             os.fsync(f.fileno())
+        self._needs_newline = False
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
