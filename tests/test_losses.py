@@ -57,11 +57,12 @@ def _logits(shape, scale, seed):
     return (torch.randn(*shape, generator=g) * scale).float()
 
 
+@pytest.mark.parametrize("solver", ["newton", "bisection"])
 @pytest.mark.parametrize("vocab", [7, 300, 512, 2000])
 @pytest.mark.parametrize("scale", [0.01, 0.5, 2.0, 8.0, 40.0])
-def test_tau_matches_float64_reference(vocab, scale):
+def test_tau_matches_float64_reference(vocab, scale, solver):
     z = _logits((3, 4, vocab), scale, seed=vocab + int(scale * 10))
-    tau = entropy_guided_temperature(z)
+    tau = entropy_guided_temperature(z, solver=solver)
     assert tau.shape == (3, 4) and tau.dtype == torch.float32
     ref = np.array([reference_tau(row) for row in z.reshape(-1, vocab).numpy()]).reshape(3, 4)
     np.testing.assert_allclose(tau.numpy(), ref, rtol=1e-5)
@@ -96,11 +97,30 @@ def test_tau_is_tau_min_where_full_entropy_below_threshold():
     assert (tau[2:] > 1.1).all()
 
 
-def test_custom_constants_are_honoured():
+@pytest.mark.parametrize("solver", ["newton", "bisection"])
+def test_custom_constants_are_honoured(solver):
     z = _logits((50, 300), 2.0, 7)
-    tau = entropy_guided_temperature(z, tau_min=0.5, tau_max=3.0, top_k=20, num_iterations=30)
+    tau = entropy_guided_temperature(z, tau_min=0.5, tau_max=3.0, top_k=20, num_iterations=30, solver=solver)
     ref = [reference_tau(r, {**SPEC, "tau_min": 0.5, "tau_max": 3.0, "top_k": 20}) for r in z.numpy()]
     np.testing.assert_allclose(tau.numpy(), ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bounds", [dict(tau_min=1.1, tau_max=1.5, top_k=512), dict(tau_min=0.5, tau_max=3.0, top_k=20)])
+def test_the_newton_solve_reaches_the_root_on_every_kind_of_row(bounds):
+    # Gaussian and heavy-tailed (Gumbel) rows from near-uniform to near-one-hot: Newton's fixed number of steps lands
+    # on the exact root (float32 output), where the authors' 20-step bisection is within its 0.4 / 2^21 interval
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(20, 1500, generator=g) * s for s in (0.01, 0.1, 0.5, 1, 2, 3, 5, 8, 15)]
+                  + [torch.distributions.Gumbel(0.0, s).sample((20, 1500)) for s in (0.3, 1.0, 3.0)])
+    ref = np.array([reference_tau(row, {**SPEC, **bounds}) for row in z.numpy()])
+    newton = entropy_guided_temperature(z, **bounds).numpy()
+    assert np.abs(newton - ref).max() <= 2e-7 * bounds["tau_max"]
+    assert ((newton > bounds["tau_min"]) & (newton < bounds["tau_max"])).sum() > 50  # interior roots were solved
+
+
+def test_an_unknown_solver_is_an_error():
+    with pytest.raises(ValueError, match="solver: unknown value `brent`"):
+        entropy_guided_temperature(torch.zeros(2, 5), solver="brent")
 
 
 def test_tau_min_above_tau_max_is_an_error():
@@ -138,3 +158,17 @@ def test_top_entropy_mask_selects_the_highest_ratio():
     mask[1, 4] = False  # the largest entropy is padding: never selected
     top = top_entropy_mask(entropy, mask, ratio=0.2)
     assert top.sum() == 2 and top[1, 3] and top[1, 2] and not top[1, 4]
+
+
+def test_the_config_chooses_the_solver(tmp_path):
+    from curiosft_trl.sft.config import CurioSFTConfig
+
+    args = CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert args.temperature_kwargs["solver"] == "newton"
+    bisect = CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature_solver="bisection")
+    z = _logits((20, 300), 2.0, 3)
+    newton, authors = entropy_guided_temperature(z, **args.temperature_kwargs), entropy_guided_temperature(
+        z, **bisect.temperature_kwargs)
+    np.testing.assert_allclose(newton.numpy(), authors.numpy(), atol=3e-7)  # 20 bisection steps: within 0.4 / 2^21
+    with pytest.raises(ValueError, match="temperature_solver: unknown value `brent`"):
+        CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature_solver="brent")

@@ -46,8 +46,13 @@ class CurioSFTConfig(SFTConfig):
     max_entropy_increment: float = field(
         default=0.5, metadata={"help": "Largest entropy increase (nats) asked of the tempered teacher."}
     )
+    temperature_solver: str = field(
+        default="newton",
+        metadata={"help": "How `H(z / tau) = H*` is solved for tau: `newton` (bracketed Newton steps, to float64 "
+                          "precision) or `bisection` (`num_bisection_iterations` steps, as the authors' code)."},
+    )
     num_bisection_iterations: int = field(
-        default=20, metadata={"help": "Bisection steps solving `H(z / tau) = H*` for tau."}
+        default=20, metadata={"help": "Bisection steps of `temperature_solver: bisection`."}
     )
     low_entropy_threshold: float = field(
         default=0.03,
@@ -89,6 +94,9 @@ class CurioSFTConfig(SFTConfig):
             raise ValueError("ref_model_sync_steps must be >= 1 and ref_model_mixup_alpha within [0, 1].")
         if not 0 < self.entropy_top_ratio <= 1:
             raise ValueError(f"entropy_top_ratio ({self.entropy_top_ratio}) must be within (0, 1].")
+        if self.temperature_solver not in ("newton", "bisection"):
+            raise ValueError(f"temperature_solver: unknown value `{self.temperature_solver}`; expected `newton` or "
+                             "`bisection`.")
         if self.teacher_chunk_size < 1:
             raise ValueError("teacher_chunk_size must be >= 1.")
         # The TRL-native losses are selected through TRL's own fields, so `SFTTrainer` runs them unchanged
@@ -113,5 +121,6 @@ class CurioSFTConfig(SFTConfig):
             entropy_slope=self.entropy_slope,
             max_entropy_increment=self.max_entropy_increment,
             num_iterations=self.num_bisection_iterations,
+            solver=self.temperature_solver,
             low_entropy_threshold=self.low_entropy_threshold,
         )
