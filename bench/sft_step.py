@@ -1,9 +1,8 @@
 """One benchmark arm, in its own process so that peak memory is its own: train a few steps, print JSON.
 
-Usage: python bench/sft_step.py SFT_LOSS [--arch qwen2.5-0.5b|qwen2.5-math-1.5b|shallow] [--steps N] [--seq-len L]
-       [--batch B]
-The model is a randomly initialised Qwen2 with Qwen2.5's real vocabulary (151,936 tokens), trained with gradient
-checkpointing on random token sequences whose second half is the completion.
+Usage: python bench/sft_step.py SFT_LOSS [--arch ARCH] [--steps N] [--seq-len L] [--batch B] [--profile]
+The model is randomly initialised at a real model's shape (`ARCHS`), trained with gradient checkpointing on random
+token sequences whose second half is the completion.
 """
 
 import argparse
@@ -15,7 +14,7 @@ import time
 
 import torch
 from datasets import Dataset
-from transformers import Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+from transformers import TrainerCallback
 
 from curiosft_trl.sft.config import CurioSFTConfig
 from curiosft_trl.sft.trainer import CurioSFTTrainer
@@ -23,17 +22,33 @@ from curiosft_trl.tiny.tokenizer import build_tokenizer
 
 QWEN25_VOCAB = 151_936
 # `qwen2.5-0.5b`: Qwen2.5-0.5B's shape (random weights): a real model, where the backbone does most of the work.
-# `shallow`: a 4-layer, 256-wide backbone under the same vocabulary, where the LM head (and so the teacher's
-# temperature selection) dominates: the worst case for CurioSFT's relative cost.
+# `smollm2-135m`: SmolLM2-135M's shape (Llama: 30 thin layers, a 49,152-token vocabulary), the real model a laptop
+# trains (`make smol`). `shallow`: a 4-layer, 256-wide backbone under Qwen2.5's vocabulary, where the LM head (and so
+# the teacher's temperature selection) dominates: the worst case for CurioSFT's relative cost. `tiny`: a smoke test.
 ARCHS = {
     "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
                          num_key_value_heads=2),
     # the paper's one-GPU model (GPU check)
     "qwen2.5-math-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                               num_key_value_heads=2, rope_theta=10000.0),
+    "smollm2-135m": dict(model_type="llama", vocab_size=49_152, hidden_size=576, intermediate_size=1536,
+                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0),
     "shallow": dict(hidden_size=256, intermediate_size=704, num_hidden_layers=4, num_attention_heads=4,
                     num_key_value_heads=2),
+    "tiny": dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1),
 }
+
+
+def build_model(arch: str, seq_len: int):
+    """A randomly initialised causal LM of `arch`'s shape, on the device it trains on."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = {"model_type": "qwen2", "vocab_size": QWEN25_VOCAB, **ARCHS[arch]}
+    config = AutoConfig.for_model(shape.pop("model_type"), max_position_embeddings=seq_len, tie_word_embeddings=True,
+                                  **shape)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # initialised where it trains: fast on a GPU
+        return AutoModelForCausalLM.from_config(config)
 
 
 class StepProfiler(TrainerCallback):
@@ -100,11 +115,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of the steady steps")
     opts = parser.parse_args()
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=QWEN25_VOCAB, max_position_embeddings=opts.seq_len, tie_word_embeddings=True,
-                         **ARCHS[opts.arch])
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):  # initialised where it trains: fast on a GPU
-        model = Qwen2ForCausalLM(config)
-    ids = torch.randint(0, QWEN25_VOCAB, (64, opts.seq_len))
+    model = build_model(opts.arch, opts.seq_len)
+    ids = torch.randint(0, model.config.vocab_size, (64, opts.seq_len))
     half = opts.seq_len // 2
     dataset = Dataset.from_dict({"input_ids": ids.tolist(),
                                  "completion_mask": [[0] * half + [1] * (opts.seq_len - half)] * len(ids)})

@@ -1,0 +1,21 @@
+"""`make bench`'s SFT benchmark runs end to end (a smoke test at a tiny shape; timings are not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "sft_bench.py"
+
+
+def test_the_sft_bench_quick_mode_reports_both_arms():
+    out = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600,
+                         check=True).stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    assert result["arch"] == "tiny" and result["repeats"] == 1
+    assert set(result["step_s"]) == {"nll", "curiosft"} and all(t > 0 for t in result["step_s"].values())
+    low, high = result["ratio_range"]
+    assert low <= result["ratio_median"] <= high and result["ratio_median"] > 0
+    # the teacher is a copy of the model: its bytes are the model's parameters (fp32 here)
+    assert result["teacher_bytes"] > 0 and result["memory_ratio"] > 0
+    assert "ratio" in out and "curiosft / (nll + teacher)" in out
