@@ -3,22 +3,17 @@
 YAML keys are the fields of `EvalConfig` (`curiosft_trl.evaluation.harness`); command-line flags override them,
 e.g. `--model_name_or_paths outputs/tiny/base outputs/tiny/sft-curiosft --benchmarks tiny --max_problems 20`.
 Writes `<output_dir>/results.json`, `results.md`, `samples/`, plots; a killed run resumes from `<output_dir>/cache`.
+One evaluation at a time per `output_dir`: a second one stops with one error line naming the first.
 """
 
 import sys
 
-from trl import TrlParser
-
 from ..evaluation import EvalConfig, evaluate
-from . import RecipeError, run_cli
+from . import parse_recipe, run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
-    parser = TrlParser((EvalConfig,))
-    try:
-        (config,) = parser.parse_args_and_config(args=argv)
-    except ValueError as e:  # unknown keys, bad values: before anything is loaded
-        raise RecipeError(str(e)) from e
+    (config,) = parse_recipe((EvalConfig,), argv)
     return config
 
 

@@ -2,7 +2,7 @@
 
 `evaluate(EvalConfig(...))` is the library entry point behind `curiosft-eval` / `make eval`:
 
-1. resolve the benchmarks and check every model and data file before anything is generated;
+1. resolve the benchmarks and check the output folder, every model and data file before anything is generated;
 2. per model, render each problem with the model's chat template (system prompt from the recipe) and generate the
    samples the cache lacks, every benchmark's in one stream, one request per (problem, sample index) with its own
    seed `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`); with
@@ -171,6 +171,17 @@ def check_model(model: str) -> None:
         raise RecipeError(f"model_name_or_paths: {model} is not a model directory.{hint}")
 
 
+def check_output_dir(output_dir: str) -> None:
+    """Fail before anything is loaded if `output_dir` is a file or inside one (the first cache write would fail,
+    after the model had loaded and generated a chunk)."""
+    path = Path(output_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
+        raise RecipeError(f"output_dir: {output_dir} {where}; expected a folder for the cache, samples and report "
+                          "(a new path, or the folder of an evaluation to resume).")
+
+
 def _graded_region(text: str, require_think: bool) -> str:
     if require_think:
         return text  # grade_many applies the rule itself
@@ -281,10 +292,12 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
     """Run the whole evaluation and write the report; returns the results dict written to results.json.
 
     `backend_factory(model) -> backend` replaces `build_backend` in this process (tests use it to interrupt a run);
-    worker processes (`data_parallel_size > 1`) always build their own.
+    worker processes (`data_parallel_size > 1`) always build their own. Raises `RecipeError` for a bad config,
+    model or output folder before anything is generated.
     """
     if not config.model_name_or_paths:
         raise RecipeError("model_name_or_paths: give at least one checkpoint.")
+    check_output_dir(config.output_dir)
     if backend_factory is not None and config.data_parallel_size > 1:
         raise ValueError("backend_factory runs in this process only: use it with data_parallel_size 1.")
     replica_envs = None
