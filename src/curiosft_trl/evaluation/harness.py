@@ -3,6 +3,7 @@
 `evaluate(EvalConfig(...))` is the library entry point behind `curiosft-eval` / `make eval`:
 
 1. resolve the benchmarks and check the output folder, every model and data file before anything is generated;
+   then lock the output folder for the rest of the run (`lock.py`: a second evaluation there stops, naming this one);
 2. per model, render each problem with the model's chat template (system prompt from the recipe) and generate the
    samples the cache lacks, every benchmark's in one stream, one request per (problem, sample index) with its own
    seed `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`); with
@@ -31,6 +32,7 @@ from . import report
 from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
 from .cache import GenerationCache, atomic_write_text, model_key, short_hash
 from .generation import SamplingConfig, build_backend, default_chunk_size, gpu_memory_gib
+from .lock import output_lock
 from .metrics import benchmark_metrics, group_averages, pass_at_k
 
 
@@ -293,7 +295,7 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
 
     `backend_factory(model) -> backend` replaces `build_backend` in this process (tests use it to interrupt a run);
     worker processes (`data_parallel_size > 1`) always build their own. Raises `RecipeError` for a bad config,
-    model or output folder before anything is generated.
+    model or output folder, or one that another evaluation is using, before anything is generated.
     """
     if not config.model_name_or_paths:
         raise RecipeError("model_name_or_paths: give at least one checkpoint.")
@@ -316,8 +318,14 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
             raise RecipeError(f"pass_k: k={bad[0]} is not in 1..n for {b.name}, which has n_samples={n}.")
         data_dir = config.tiny_data_dir if b.group == "tiny" else config.data_dir
         data[b.name] = load_benchmark(b, data_dir, config.system_prompt, config.max_problems)
-    grading.warm_up(config.grading_workers)
+    with output_lock(config.output_dir) as lock_fd:
+        grading.warm_up(config.grading_workers)
+        return _evaluate_models(config, benchmarks, data, replica_envs, backend_factory, lock_fd)
 
+
+def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict, replica_envs, backend_factory,
+                     lock_fd: int | None) -> dict:
+    """`evaluate` once everything is checked and the output folder locked: generate, grade, report."""
     results = {"models": {}, "data": {}, "settings": asdict(config), "n_samples": {}}
     hists = {}
     out = Path(config.output_dir)
@@ -332,7 +340,9 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
         work = [(p.cache, j) for p in plans for j in p.missing()]
         t0 = time.time()
         if work and config.data_parallel_size > 1:
-            parallel.generate(config, model, work, replica_envs)
+            from . import parallel
+
+            parallel.generate(config, model, work, replica_envs, keep_fds=() if lock_fd is None else (lock_fd,))
         elif work:
             backend = backend_factory(model) if backend_factory else build_backend(
                 config.backend, model, **config.backend_kwargs())

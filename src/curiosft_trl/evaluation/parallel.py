@@ -79,9 +79,11 @@ def visible_gpus() -> list[str]:
     return named or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def generate(config, model: str, work: list[tuple], replica_envs: list[dict[str, str]]) -> None:
+def generate(config, model: str, work: list[tuple], replica_envs: list[dict[str, str]],
+             keep_fds: tuple[int, ...] = ()) -> None:
     """Generate `work` = [(cache, job)] (every sample the caches lack) with `config.data_parallel_size` worker
-    processes, then fold their part files into the caches. A failed worker stops the others and raises."""
+    processes, then fold their part files into the caches. A failed worker stops the others and raises.
+    `keep_fds`: descriptors the workers inherit (the output folder lock, held until the last of them exits)."""
     n = config.data_parallel_size
     caches = {id(cache): cache for cache, _ in work}
     replica_of = assign_replicas([(str(cache.path), job[0]) for cache, job in work], n)
@@ -102,7 +104,7 @@ def generate(config, model: str, work: list[tuple], replica_envs: list[dict[str,
                                     if k == "CUDA_VISIBLE_DEVICES" or k not in os.environ}}
             with open(log, "w") as f:
                 proc = subprocess.Popen([sys.executable, "-m", __name__, str(plan)], env=env, stdout=f,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, pass_fds=keep_fds)
             workers.append((r, proc, log, {k: env[k] for k in replica_envs[r]}))
         print(f"{model}: {len(work)} samples on {len(workers)} worker process{'es' * (len(workers) > 1)} "
               f"(logs: {run_dir}/worker-*.log)")
