@@ -1,4 +1,5 @@
-"""The evaluation harness: benchmarks, generation backends, the resumable cache, metrics and the report."""
+"""The evaluation harness: benchmarks, generation backends, the resumable cache, metrics, the report, and the lock
+that keeps one evaluation at a time in an output folder."""
 
 from .harness import EvalConfig, evaluate
 
