@@ -31,6 +31,11 @@ def test_a_bad_value_names_the_recipe_and_key_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_bad_flag_is_blamed_on_the_command_line_not_the_recipe(tmp_path):
+    with pytest.raises(RecipeError, match=r"^command line: learning_rate: invalid float value: 'fast'"):
+        sft_main(["--config", str(recipe(tmp_path, learning_rate=1e-4)), "--learning_rate", "fast"])
+
+
 def test_a_yaml_syntax_error_names_the_line(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("model_name_or_path: a\nlearning_rate: [1e-4\nseed: 1\n")

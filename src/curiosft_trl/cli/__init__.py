@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from ..checkpoints import check_resumable, finished_step, newest_complete_checkpoint
-from ..errors import DataError, RecipeError
+from ..errors import DataError, RecipeError, check_output_dir
 
 
 def run_cli(main: Callable[[], None]) -> None:
@@ -47,22 +47,24 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
     from trl import TrlParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    source = "command line"
+    recipe, keys = None, {}
     if "--config" in argv:
         index = argv.index("--config")
         if index + 1 >= len(argv):
             raise RecipeError("--config: expected a recipe path.")
-        source = argv[index + 1]
-        read_recipe(source)
+        recipe = argv[index + 1]
+        keys = read_recipe(recipe)
     parser = TrlParser(dataclass_types)
     parser.exit_on_error = False  # a bad value raises instead of printing the whole usage and exiting
     try:
         return parser.parse_args_and_config(args=argv)
     except argparse.ArgumentError as e:
         key = (e.argument_name or "").split("/")[0].lstrip("-")
+        flags = {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")}
+        source = recipe if key in keys and key not in flags else "command line"
         raise RecipeError(f"{source}: {key}: {e.message}.") from None
     except ValueError as e:  # unknown keys, `__post_init__` checks: all before anything is written
-        raise RecipeError(f"{source}: {e}") from None
+        raise RecipeError(f"{recipe or 'command line'}: {e}") from None
 
 
 def check_counts(training_args) -> None:
@@ -75,15 +77,9 @@ def check_counts(training_args) -> None:
             raise RecipeError(f"{name}: {getattr(training_args, name)}; expected a positive number.")
 
 
-def check_output_dir(output_dir: str) -> None:
-    """`output_dir` must be a folder or a path one can be made at: not a file, nor inside one (training would
-    otherwise fail at the first save, after the model has loaded)."""
-    path = Path(output_dir).expanduser()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
-        raise RecipeError(f"output_dir: {output_dir} {where}; expected a folder for checkpoints and the final model "
-                          "(a new path, or the folder of a run to resume).")
+def check_training_output(output_dir: str) -> None:
+    """A training run's `output_dir` is a folder (or can be made), checked before the model loads."""
+    check_output_dir(output_dir, "checkpoints and the final model (a new path, or the folder of a run to resume)")
 
 
 def finished_run(training_args, fresh_start: bool) -> bool:

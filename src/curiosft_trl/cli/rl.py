@@ -22,7 +22,7 @@ from . import (
     RecipeError,
     check_counts,
     check_model_path,
-    check_output_dir,
+    check_training_output,
     finished_run,
     model_init_kwargs,
     parse_recipe,
@@ -123,7 +123,7 @@ def check_sft_checkpoint(model_name_or_path: str | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
     check_counts(training_args)
-    check_output_dir(training_args.output_dir)
+    check_training_output(training_args.output_dir)
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
     if finished_run(training_args, script_args.fresh_start):
         return

@@ -16,7 +16,7 @@ from . import (
     RecipeError,
     check_counts,
     check_model_path,
-    check_output_dir,
+    check_training_output,
     finished_run,
     model_init_kwargs,
     parse_recipe,
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, Curio
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
     check_counts(training_args)
-    check_output_dir(training_args.output_dir)
+    check_training_output(training_args.output_dir)
     if finished_run(training_args, script_args.fresh_start):
         return
     check_model_path(model_args.model_name_or_path)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import grading
-from ..errors import RecipeError
+from ..errors import RecipeError, check_output_dir
 from ..prompts import SYSTEM_PROMPT
 from . import report
 from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
@@ -173,17 +173,6 @@ def check_model(model: str) -> None:
         raise RecipeError(f"model_name_or_paths: {model} is not a model directory.{hint}")
 
 
-def check_output_dir(output_dir: str) -> None:
-    """Fail before anything is loaded if `output_dir` is a file or inside one (the first cache write would fail,
-    after the model had loaded and generated a chunk)."""
-    path = Path(output_dir).expanduser()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        where = "is a file" if existing == path else f"is inside {existing}, which is a file"
-        raise RecipeError(f"output_dir: {output_dir} {where}; expected a folder for the cache, samples and report "
-                          "(a new path, or the folder of an evaluation to resume).")
-
-
 def _graded_region(text: str, require_think: bool) -> str:
     if require_think:
         return text  # grade_many applies the rule itself
@@ -299,7 +288,8 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
     """
     if not config.model_name_or_paths:
         raise RecipeError("model_name_or_paths: give at least one checkpoint.")
-    check_output_dir(config.output_dir)
+    check_output_dir(config.output_dir,
+                     "the cache, samples and report (a new path, or the folder of an evaluation to resume)")
     if backend_factory is not None and config.data_parallel_size > 1:
         raise ValueError("backend_factory runs in this process only: use it with data_parallel_size 1.")
     replica_envs = None
