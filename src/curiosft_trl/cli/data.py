@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from ..evaluation.benchmarks import BENCHMARKS, download_benchmark, hub_source, resolve_benchmarks
-from . import DataError, run_cli
+from . import run_cli
 
 DOWNLOADABLE = [name for name, b in BENCHMARKS.items() if b.hub_id is not None]
 
