@@ -13,6 +13,8 @@ OFFLINE  := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # PROFILE=gpu (the public index's CUDA builds: torch 2.13.0, vllm 0.32.0). Default: the profile $(VENV) was installed
 # with (recorded in $(VENV)/.installed), else gpu where `nvidia-smi -L` lists a GPU, else cpu.
 installed_profile := $(strip $(shell cat $(VENV)/.installed 2>/dev/null))
+# a venv made before profiles existed has an empty marker: it was a cpu install
+installed_profile := $(or $(installed_profile),$(if $(wildcard $(VENV)/.installed),cpu))
 ifeq ($(origin PROFILE),undefined)
 PROFILE := $(or $(installed_profile),$(shell nvidia-smi -L 2>/dev/null | grep -q '^GPU' && echo gpu || echo cpu))
 endif

@@ -58,6 +58,12 @@ def test_a_recipe_cannot_set_the_environment(tmp_path, monkeypatch):
     assert "CURIOSFT_PROBE" not in os.environ
 
 
+@pytest.mark.parametrize("fields", [dict(trust_remote_code=True), dict(model_init_kwargs={"trust_remote_code": True})])
+def test_a_recipe_cannot_trust_remote_code(tmp_path, fields):
+    with pytest.raises(RecipeError, match="`trust_remote_code` is not allowed in a recipe"):
+        sft_main(["--config", str(recipe(tmp_path, **fields))])
+
+
 def test_grader_workers_start_with_a_minimal_environment(monkeypatch):
     from curiosft_trl.grading import _worker_env
 

@@ -124,3 +124,28 @@ def test_part_files_of_a_killed_run_are_folded_into_the_cache(tmp_path):
     assert [reloaded.get(f"p{i}", 0, f"prompt{i}").text for i in range(3)] == ["cached", "from worker 0",
                                                                                "from worker 1"]
     assert reloaded.get("p3", 0, "prompt3") is None and len(reloaded.entries) == 3
+
+
+def test_stopping_a_worker_stops_the_processes_it_started(tmp_path):
+    import time
+
+    from curiosft_trl.evaluation.parallel import _stop
+
+    pid_file = tmp_path / "child.pid"
+    # a worker that starts a child (as vLLM starts its engine) and ignores SIGTERM
+    script = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+              f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(c.pid)); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    while not pid_file.exists() or not pid_file.read_text():
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    _stop(proc, grace=1.0)
+    assert proc.poll() is not None
+    time.sleep(0.2)
+    try:
+        os.kill(child, 0)
+        alive = open(f"/proc/{child}/stat").read().split()[2] != "Z"  # a zombie is gone but for its exit status
+    except ProcessLookupError:
+        alive = False
+    assert not alive

@@ -91,6 +91,31 @@ def test_a_finished_run_is_not_trained_again(finished, tmp_path, tiny_model_dir,
     assert f"Resuming from {out / 'checkpoint-4'}" in capsys.readouterr().out and (out / "checkpoint-6").is_dir()
 
 
+def test_resume_from_checkpoint_true_means_the_newest_complete_one(finished, tmp_path, tiny_model_dir,
+                                                                   tiny_sft_file, capsys):
+    out = interrupted_copy(finished, tmp_path)
+    recipe = sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)
+    sft_main(["--config", str(recipe), "--resume_from_checkpoint", "true"])
+    assert f"Resuming from {out / 'checkpoint-2'}" in capsys.readouterr().out
+    empty = sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file, name="empty", resume_from_checkpoint=True)
+    with pytest.raises(RecipeError, match="resume_from_checkpoint: true, but .* has no checkpoint"):
+        sft_main(["--config", str(empty)])
+
+
+def test_a_fresh_start_sets_the_earlier_run_aside(finished, tmp_path, tiny_model_dir, tiny_sft_file, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(finished, out)
+    old_weights = (out / "model.safetensors").read_bytes()
+    recipe = sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file, max_steps=2)
+    sft_main(["--config", str(recipe), "--fresh_start", "true"])
+    (aside,) = out.glob("previous-*")
+    assert (aside / "model.safetensors").read_bytes() == old_weights and (aside / "checkpoint-4").is_dir()
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    # a rerun without the flag sees the new run (finished at step 2), not the earlier one
+    sft_main(["--config", str(recipe)])
+    assert "already holds a finished run (step 2" in capsys.readouterr().out
+
+
 def test_a_finished_grpo_run_is_not_trained_again(tmp_path, tiny_model_dir, tiny_sft_file, capsys):
     recipe = tmp_path / "grpo.yaml"
     recipe.write_text(yaml.safe_dump(dict(
@@ -160,5 +185,6 @@ def test_a_run_is_finished_only_at_the_requested_length(tmp_path):
     assert finished_step(tmp_path, max_steps=-1, num_train_epochs=4) is None
     assert finished_step(tmp_path, max_steps=60, num_train_epochs=3) == 60
     assert finished_step(tmp_path, max_steps=80, num_train_epochs=3) is None
+    assert finished_step(tmp_path, max_steps=-1, num_train_epochs=2.5) == 60  # the state stores ceil(epochs)
     (tmp_path / "model.safetensors").unlink()
     assert finished_step(tmp_path, max_steps=60, num_train_epochs=3) is None  # no final model: not finished

@@ -10,6 +10,7 @@ safetensors file in it has an intact header covering the whole file.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -105,4 +106,5 @@ def finished_step(output_dir: str | Path, max_steps: int, num_train_epochs: floa
         return None
     if max_steps > 0:
         return step if step >= max_steps else None
-    return step if step >= planned and state.get("num_train_epochs") == num_train_epochs else None
+    # `TrainerState` stores the epochs rounded up (`math.ceil`), so 2.5 requested epochs read back as 3
+    return step if step >= planned and state.get("num_train_epochs") == math.ceil(num_train_epochs) else None

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def read_recipe(path: str) -> dict:
     if "env" in config:
         raise RecipeError(f"{path}: `env` is not allowed: recipes are data and cannot change the process "
                           "environment; set variables in the shell that runs the command instead.")
+    if config.get("trust_remote_code") or (config.get("model_init_kwargs") or {}).get("trust_remote_code"):
+        raise RecipeError(f"{path}: `trust_remote_code` is not allowed in a recipe: it runs the model repository's "
+                          "Python code; pass --trust_remote_code true on the command line if you trust it.")
     return config
 
 
@@ -64,7 +68,9 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
         source = recipe if key in keys and key not in flags else "command line"
         raise RecipeError(f"{source}: {key}: {e.message}.") from None
     except ValueError as e:  # unknown keys, `__post_init__` checks: all before anything is written
-        raise RecipeError(f"{recipe or 'command line'}: {e}") from None
+        flags = [a for a in argv if a.startswith("--") and a != "--config"]
+        source = "command line" if recipe is None else recipe if not flags else f"{recipe} or the command line"
+        raise RecipeError(f"{source}: {e}") from None
 
 
 def check_counts(training_args) -> None:
@@ -125,21 +131,62 @@ def model_init_kwargs(model_args, training_args) -> dict:
 
 
 def resume_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
-    """An explicit `resume_from_checkpoint` (checked complete), else the newest complete checkpoint in `output_dir`
-    (unless `fresh_start`)."""
+    """An explicit `resume_from_checkpoint` path (checked complete), else the newest complete checkpoint in
+    `output_dir` (`resume_from_checkpoint: true` insists on one), unless `fresh_start`. Decided on the main process
+    and shared, so that every rank resumes from the same checkpoint or raises the same error."""
+    from accelerate.utils import broadcast_object_list
+
+    decision = [None]
+    if trainer.accelerator.is_main_process:
+        try:
+            decision = [("ok", _choose_checkpoint(trainer, training_args, fresh_start))]
+        except RecipeError as e:
+            decision = [("error", str(e))]
+    decision = broadcast_object_list(decision) if trainer.accelerator.num_processes > 1 else decision
+    kind, value = decision[0]
+    if kind == "error":
+        raise RecipeError(value)
+    return value
+
+
+def _choose_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
     needs_teacher = getattr(trainer, "teacher_model", None) is not None
-    if training_args.resume_from_checkpoint:
-        check_resumable(training_args.resume_from_checkpoint, training_args.output_dir, needs_teacher)
-        return training_args.resume_from_checkpoint
+    requested = training_args.resume_from_checkpoint
+    if isinstance(requested, str) and requested.lower() in ("true", "false"):  # a flag's value arrives as text
+        requested = requested.lower() == "true"
+    if isinstance(requested, str) and requested:
+        check_resumable(requested, training_args.output_dir, needs_teacher)
+        return requested
     if fresh_start:
         return None
     checkpoint = newest_complete_checkpoint(training_args.output_dir, needs_teacher, warn=trainer.accelerator.print)
+    if checkpoint is None and requested is True:
+        raise RecipeError(f"resume_from_checkpoint: true, but {training_args.output_dir} has no checkpoint.")
     return str(checkpoint) if checkpoint else None
+
+
+def set_aside_previous_run(trainer, output_dir: str) -> None:
+    """Before a `--fresh_start`, move what an earlier run left in `output_dir` (checkpoints, final model, trainer
+    state) into `output_dir/previous-<time>/`: nothing is lost, and a rerun without the flag cannot resume the old
+    run or take it for finished."""
+    folder = Path(output_dir)
+    if trainer.accelerator.is_main_process and folder.is_dir():
+        old = [p for p in folder.iterdir() if not p.name.startswith("previous-")]
+        if old:
+            aside = folder / time.strftime("previous-%Y%m%d-%H%M%S")
+            aside.mkdir()
+            for path in old:
+                path.rename(aside / path.name)
+            trainer.accelerator.print(f"--fresh_start: moved the earlier run's {len(old)} files and folders to "
+                                      f"{aside}")
+    trainer.accelerator.wait_for_everyone()
 
 
 def train_and_save(trainer, training_args, fresh_start: bool) -> None:
     """Train (resuming from the newest complete checkpoint unless `fresh_start`), then save the final model and,
     last, the trainer state that marks the run finished."""
+    if fresh_start:
+        set_aside_previous_run(trainer, training_args.output_dir)
     checkpoint = resume_checkpoint(trainer, training_args, fresh_start)
     if checkpoint:
         trainer.accelerator.print(f"Resuming from {checkpoint}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -103,8 +104,9 @@ def generate(config, model: str, work: list[tuple], replica_envs: list[dict[str,
             env = {**os.environ, **{k: v for k, v in replica_envs[r].items()
                                     if k == "CUDA_VISIBLE_DEVICES" or k not in os.environ}}
             with open(log, "w") as f:
+                # Its own process group: stopping it stops the engine processes it started (vLLM's EngineCore)
                 proc = subprocess.Popen([sys.executable, "-m", __name__, str(plan)], env=env, stdout=f,
-                                        stderr=subprocess.STDOUT, pass_fds=keep_fds)
+                                        stderr=subprocess.STDOUT, pass_fds=keep_fds, start_new_session=True)
             workers.append((r, proc, log, {k: env[k] for k in replica_envs[r]}))
         print(f"{model}: {len(work)} samples on {len(workers)} worker process{'es' * (len(workers) > 1)} "
               f"(logs: {run_dir}/worker-*.log)")
@@ -112,11 +114,28 @@ def generate(config, model: str, work: list[tuple], replica_envs: list[dict[str,
         _wait(workers, parts, len(work), f"{model}: generate")
     finally:
         for _, proc, *_ in workers:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
+            _stop(proc)
         for cache in caches.values():  # what finished workers wrote is kept, even when another failed
             cache.merge_parts()
+
+
+def _stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stop a worker and every process of its group: SIGTERM, then SIGKILL after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            continue
+    try:  # the group's other processes (engine children) go too, even once the worker itself has exited
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _wait(workers: list[tuple], parts: list[Path], total: int, desc: str) -> None:

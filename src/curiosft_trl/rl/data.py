@@ -4,7 +4,7 @@ The prompt is built exactly as in the SFT stage (`curiosft_trl.prompts.prompt_me
 conversational, so the chat template opens `<think>`), and the rewards read the gold from the `answer` column.
 Accepted row layouts:
 
-- `problem` + `answer` (`../shared/data/rl_math_lvl3to5_8k.jsonl`, the tiny task's `rl_train.jsonl`);
+- `problem` + `answer` (MATH-style prompt files, the tiny task's `rl_train.jsonl`);
 - `prompt` + `answer`: a prompt string is wrapped like a problem, a message list is used as it is;
 - `prompt` + `reward_model` (LUFFY / verl parquet, e.g. `Elliott/Openr1-Math-46k-8192`): the gold is
   `reward_model["ground_truth"]`.

@@ -6,7 +6,7 @@ tokens only (`completion_only_loss`). Accepted row layouts:
 - `prompt` + `completion` (strings or message lists): used as they are;
 - `prompt` + `target` (LUFFY / `Elliott/Openr1-Math-46k-8192`: message lists): `target` is the completion;
 - `messages`: the last turn (an assistant turn) is the completion, the turns before it the prompt;
-- `problem` + `solution` (+ `answer`), as in `../shared/data/*.jsonl` and the tiny task: the prompt is the system
+- `problem` + `solution` (+ `answer`), as in MATH-style JSONL files and the tiny task: the prompt is the system
   prompt and the problem; a solution without `</think>` is wrapped as `{solution}\n</think>\n\n\\boxed{answer}`.
 
 In every layout a conversational completion that opens with `<think>` loses it (`prompts.strip_think_open`): the chat

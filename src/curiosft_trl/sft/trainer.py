@@ -243,8 +243,9 @@ class CurioSFTTrainer(SFTTrainer):
     def _issue_warnings_after_load(self, load_result):
         # Tied weights (an LM head sharing the embedding) are saved once, so a resume "misses" them; they are
         # restored by the tie, which is not corruption: leave them out of transformers' warning
-        shared = {id(p) for name, p in self.model.named_parameters() if name not in load_result.missing_keys}
-        missing = [k for k in load_result.missing_keys if id(self.model.get_parameter(k)) not in shared]
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        shared = {id(p) for name, p in params.items() if name not in load_result.missing_keys}
+        missing = [k for k in load_result.missing_keys if k not in params or id(params[k]) not in shared]
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
 
