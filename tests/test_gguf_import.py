@@ -122,6 +122,8 @@ def test_import_writes_a_plain_checkpoint_whose_logits_equal_the_gguf_models(ggu
     # an ordinary checkpoint: safetensors, no quantization config, loadable without `gguf_file`
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config and config["dtype"] == "float32"
+    source = config["gguf_source"]  # kept by every checkpoint trained from this one
+    assert source["file_type"] == "MOSTLY_Q4_1" and "not the original weights" in source["weights"]
     assert (config["num_hidden_layers"], config["hidden_size"], config["tie_word_embeddings"]) == (LAYERS, HIDDEN, True)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name).eval()
     gguf_tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
@@ -162,6 +164,13 @@ def test_a_complete_import_is_kept_and_another_file_needs_force(gguf_file, tiny_
         m.setattr(gguf_import, "load_gguf", lambda path: pytest.fail("a complete import was redone"))
         import_gguf(gguf_file, out)
     assert "nothing to do" in capsys.readouterr().out and (out / MARKER).stat().st_mtime_ns == marker_mtime
+
+    # an import of the same file by an older importer is done again, in place
+    marker = json.loads((out / MARKER).read_text())
+    (out / MARKER).write_text(json.dumps({**marker, "import_version": 0}))
+    import_gguf(gguf_file, out)
+    assert "by another version of the importer: importing again" in capsys.readouterr().out
+    assert json.loads((out / MARKER).read_text())["import_version"] == gguf_import.IMPORT_VERSION
 
     other = write_llama_gguf(tmp_path / "other.gguf", tiny_tokenizer, seed=1)
     with pytest.raises(DataError, match=r"holds the import of another file \(test-llama.Q4_1.gguf\); pass --force"):

