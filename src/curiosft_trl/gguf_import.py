@@ -167,7 +167,8 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
 
     Bad input (a missing file, a file that is not GGUF, an architecture transformers cannot load, an `output_dir`
     that holds something else) is one `DataError` before any model loads. A complete import of the same file
-    (same sha256) in `output_dir` is kept as it is; `force` imports again and replaces it."""
+    (same sha256) by this version of the importer is kept as it is; one by another version is replaced; `force`
+    imports again and replaces whatever `output_dir` holds."""
     path = check_gguf_file(gguf_path)
     output_dir = Path(output_dir).expanduser()
     if output_dir.is_file():
@@ -231,7 +232,7 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
 
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:
-    """Rename `staging` to `output_dir`; an existing `output_dir` (only under `force`) is moved aside first and
+    """Rename `staging` to `output_dir`; an existing `output_dir` (one being replaced) is moved aside first and
     removed after, so `output_dir` never holds a partly written import. If another process put the same import
     there meanwhile (two `make smol` at once), its copy is kept."""
     if not output_dir.exists():
