@@ -227,7 +227,7 @@ def test_paper_grpo_recipes_hold_the_authors_settings(recipe):
 
 # prompts per rollout batch, optimizer steps per rollout batch: as each recipe's batch-arithmetic comment says
 ROLLOUT = {"qwen2.5-math-7b/grpo.yaml": (128, 4), "qwen2.5-math-7b/grpo-vllm-server.yaml": (128, 4),
-           "qwen2.5-math-1.5b/grpo.yaml": (32, 4), "tiny/grpo.yaml": (8, 2)}
+           "qwen2.5-math-1.5b/grpo.yaml": (32, 4), "smollm2-135m/grpo.yaml": (32, 4), "tiny/grpo.yaml": (8, 2)}
 
 
 @pytest.mark.parametrize("recipe, command", runs(GRPO))
@@ -246,7 +246,8 @@ def test_grpo_batch_arithmetic_of_every_run_command(recipe, command):
 
 # Shapes for the colocated vLLM memory arithmetic: (bf16 weight GiB, KV-cache KiB per token)
 VLLM_SHAPES = {"qwen2.5-math-7b": (7.62e9 * 2 / 2**30, 28 * 4 * 128 * 2 * 2 / 2**10),
-               "qwen2.5-math-1.5b": (1.54e9 * 2 / 2**30, 28 * 2 * 128 * 2 * 2 / 2**10)}
+               "qwen2.5-math-1.5b": (1.54e9 * 2 / 2**30, 28 * 2 * 128 * 2 * 2 / 2**10),
+               "smollm2-135m": (0.135e9 * 2 / 2**30, 30 * 3 * 64 * 2 * 2 / 2**10)}
 GPU_GIB, VLLM_OVERHEAD_GIB = 79.6, 2.0  # an 80 GB H100/A100; activations, sampler and CUDA graphs
 
 
