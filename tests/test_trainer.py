@@ -183,7 +183,8 @@ def test_teacher_sync_mixes_only_the_students_trainable_parameters():
     assert torch.equal(teacher.bias, before["bias"])
 
 
-def test_with_bf16_autocast_the_teacher_runs_in_the_students_precision(tiny_model_dir, tiny_sft_file, tmp_path):
+def test_with_bf16_autocast_the_teacher_runs_in_the_students_precision(tiny_model_dir, tiny_sft_file, tmp_path,
+                                                                         monkeypatch):
     # fp32 weights + `bf16: true`: accelerate runs the student's forward under autocast; the teacher, whose
     # forward is called past accelerate's wrapper, must too (else it runs in fp32: slow and asymmetric)
     trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", max_steps=1, bf16=True)
@@ -199,7 +200,11 @@ def test_with_bf16_autocast_the_teacher_runs_in_the_students_precision(tiny_mode
     assert next(teacher.parameters()).dtype == next(student.parameters()).dtype == torch.float32
     student.get_decoder().layers[0].mlp.down_proj.register_forward_hook(record("student"))
     teacher.get_decoder().layers[0].mlp.down_proj.register_forward_hook(record("teacher"))
-    teacher.get_output_embeddings().register_forward_hook(record("teacher_head"))
+    import curiosft_trl.sft.trainer as trainer_module
+
+    gold = trainer_module.teacher_gold_logprobs  # the teacher head's logits arrive here (the head is an F.linear)
+    monkeypatch.setattr(trainer_module, "teacher_gold_logprobs",
+                        lambda logits, *a, **kw: record("teacher_head")(None, None, logits) or gold(logits, *a, **kw))
     trainer.train()
     assert seen == {"student": {torch.bfloat16}, "teacher": {torch.bfloat16}, "teacher_head": {torch.bfloat16}}
 
