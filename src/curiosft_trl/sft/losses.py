@@ -55,7 +55,8 @@ def entropy_guided_temperature(
         full_entropy = entropy_from_logits(logits.float())
     # The solve runs on at most `top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
     # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows).
-    top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values.double()  # (..., K)
+    top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values.double()  # (..., K), sorted: max first
+    top = top - top[..., :1]  # entropies do not change with a shift; centred once, not in every solver step
     entropy_k = entropy_from_logits(top)
     target = entropy_k + max_entropy_increment * torch.sigmoid(entropy_slope * (entropy_k - entropy_pivot))
     at_min, _ = _entropy_and_slope(top, torch.full_like(entropy_k, tau_min))
@@ -83,9 +84,9 @@ def newton_iterations(tau_min: float, tau_max: float) -> int:
 def _entropy_and_slope(top: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Entropy of `softmax(z / tau)` and its derivative in tau: `(..., K), (...) -> (H (...), dH/dtau (...))`.
 
-    `dH/dtau = Var[z] / tau^3` under `softmax(z / tau)`; entropy rises with tau. The variance is taken of `z - max z`
-    (the same variance, without the cancellation of large logits), each expectation a batched dot product."""
-    z = top - top.amax(-1, keepdim=True)
+    `dH/dtau = Var[z] / tau^3` under `softmax(z / tau)`; entropy rises with tau. `top` is centred (its max is 0), so
+    `E[z^2] - E[z]^2` does not cancel large logits; each expectation is a batched dot product."""
+    z = top
     log_p = F.log_softmax(z / tau.unsqueeze(-1), dim=-1)
     p = log_p.exp().unsqueeze(-2)  # (..., 1, K)
     entropy, mean, square = (-(p @ x.unsqueeze(-1)).squeeze(-1).squeeze(-1) for x in (log_p, -z, -z * z))
