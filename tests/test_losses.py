@@ -10,6 +10,7 @@ from curiosft_trl.sft.losses import (
     curiosft_loss_from_logprobs,
     curiosft_per_token_loss,
     entropy_guided_temperature,
+    teacher_gold_logprobs,
     top_entropy_mask,
 )
 
@@ -172,3 +173,104 @@ def test_the_config_chooses_the_solver(tmp_path):
     np.testing.assert_allclose(newton.numpy(), authors.numpy(), atol=3e-7)  # 20 bisection steps: within 0.4 / 2^21
     with pytest.raises(ValueError, match="temperature_solver: unknown value `brent`"):
         CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature_solver="brent")
+
+
+# ---- the teacher head's one-pass sweep (`teacher_gold_logprobs`) against the old formulas, in float64 -------------
+
+
+def reference_teacher(z: torch.Tensor, y: torch.Tensor, fixed_tau: float | None = None):
+    """The formulas the sweep replaces, on `(N, V)` rows in float64: the full-vocabulary entropy from `log_softmax`,
+    tau by the spec (`reference_tau`), `q = log_softmax(z / tau)[y]`; labels -100 read token 0."""
+    z64 = z.double()
+    log_p = z64.log_softmax(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    if fixed_tau is None:
+        tau = torch.tensor([reference_tau(row) for row in z64.numpy()], dtype=torch.float64)
+    else:
+        tau = torch.full((len(z),), fixed_tau, dtype=torch.float64)
+    q = (z64 / tau[:, None]).log_softmax(-1).gather(-1, y.clamp(min=0)[:, None]).squeeze(-1)
+    return q, tau, entropy
+
+
+def _rows(kind: str, n: int, vocab: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, vocab, generator=g)
+    if kind == "nearly_uniform":
+        return z * 1e-4
+    if kind == "peaked":  # one token 60 nats above the rest: full entropy ~ vocab * 60 * e^-60, far below 0.03
+        z[torch.arange(n), torch.randint(0, vocab, (n,), generator=g)] += 60.0
+        return z
+    if kind == "very_sharp":
+        return z * 200.0
+    if kind == "offset":  # large logits: the sweep's `z - max` must not lose the differences
+        return z * 3.0 + 1000.0
+    return z * {"flat": 0.5, "typical": 2.0, "sharp": 8.0}[kind]
+
+
+def _assert_teacher_matches(got, want):
+    (q, tau, entropy), (q_ref, tau_ref, entropy_ref) = got, want
+    assert q.dtype == tau.dtype == entropy.dtype == torch.float32
+    np.testing.assert_allclose(tau.numpy(), tau_ref.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(q.numpy(), q_ref.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(entropy.numpy(), entropy_ref.numpy(), rtol=1e-5, atol=1e-6)
+
+
+KINDS = ["nearly_uniform", "flat", "typical", "sharp", "very_sharp", "peaked", "offset"]
+
+
+@pytest.mark.parametrize("vocab", [7, 600, 3000])
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_teacher_sweep_equals_the_old_formulas(kind, vocab):
+    z = _rows(kind, 10, vocab, seed=vocab)
+    y = torch.randint(0, vocab, (10,), generator=torch.Generator().manual_seed(1))
+    want = reference_teacher(z, y)
+    # one block, blocks of 3 rows (the last one ragged), a row at a time (scratch smaller than a row)
+    for scratch in (2**22, 3 * vocab + 1, 1):
+        _assert_teacher_matches(teacher_gold_logprobs(z, y, scratch_numel=scratch), want)
+    assert torch.equal(teacher_gold_logprobs(z, y)[1], entropy_guided_temperature(z))  # one rule, two paths
+
+
+@pytest.mark.parametrize("kind", ["nearly_uniform", "typical", "peaked"])
+def test_the_teacher_sweep_on_a_real_vocabulary_size(kind):
+    # 151,936 columns (Qwen2.5): float32 sums over the whole vocabulary stay within the tolerance
+    z = _rows(kind, 4, 151_936, seed=5)
+    y = torch.randint(0, 151_936, (4,), generator=torch.Generator().manual_seed(2))
+    _assert_teacher_matches(teacher_gold_logprobs(z, y, scratch_numel=151_936 * 3), reference_teacher(z, y))
+
+
+def test_the_teacher_sweep_with_a_fixed_tau_equals_the_old_formulas():
+    z = torch.cat([_rows(kind, 3, 800, seed=i) for i, kind in enumerate(KINDS)])
+    y = torch.randint(0, 800, (len(z),), generator=torch.Generator().manual_seed(3))
+    for scratch in (2**22, 2 * 800):
+        _assert_teacher_matches(teacher_gold_logprobs(z, y, fixed_tau=1.3, scratch_numel=scratch),
+                                reference_teacher(z, y, fixed_tau=1.3))
+
+
+def test_the_teacher_sweep_keeps_shapes_and_reads_padding_as_token_zero():
+    z = _logits((2, 5, 700), 2.0, 4)
+    y = torch.tensor([[1, 2, -100, 4, -100], [-100, -100, 3, 699, 0]])
+    q, tau, entropy = teacher_gold_logprobs(z, y, scratch_numel=700 * 4)
+    assert q.shape == tau.shape == entropy.shape == (2, 5)
+    _assert_teacher_matches((q.reshape(-1), tau.reshape(-1), entropy.reshape(-1)),
+                            reference_teacher(z.reshape(-1, 700), y.reshape(-1)))
+    unpadded = teacher_gold_logprobs(z, y.clamp(min=0), scratch_numel=700 * 4)
+    assert all(torch.equal(a, b) for a, b in zip((q, tau, entropy), unpadded))
+
+
+def test_the_teacher_sweep_reads_bf16_logits_as_they_are():
+    # An autocast head gives bf16 logits; the sweep upcasts one block at a time, with the same result as upcasting all
+    z = _rows("typical", 12, 1000, seed=6).bfloat16()
+    y = torch.randint(0, 1000, (12,), generator=torch.Generator().manual_seed(4))
+    _assert_teacher_matches(teacher_gold_logprobs(z, y, scratch_numel=5000), reference_teacher(z.float(), y))
+
+
+def test_the_teacher_sweep_sets_tau_min_where_the_full_entropy_is_low():
+    z = _rows("peaked", 6, 2000, seed=7)
+    z[3:] = _rows("typical", 3, 2000, seed=8)
+    _, tau, entropy = teacher_gold_logprobs(z, torch.zeros(6, dtype=torch.long), scratch_numel=2 * 2000)
+    assert (entropy[:3] <= 0.03).all() and torch.equal(tau[:3], torch.full((3,), 1.1)) and (tau[3:] > 1.1).all()
+
+
+def test_the_teacher_sweep_on_no_tokens():
+    q, tau, entropy = teacher_gold_logprobs(torch.zeros(0, 50), torch.zeros(0, dtype=torch.long))
+    assert q.shape == tau.shape == entropy.shape == (0,)

@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
+# Logits per float32 scratch buffer of `teacher_gold_logprobs` (16 MiB: ~28 rows of a 152k vocabulary, a tenth of a
+# 256-token chunk's logits), large enough that each elementwise kernel still fills a GPU
+SCRATCH_NUMEL = 2**22
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -32,7 +35,6 @@ def entropy_guided_temperature(
     num_iterations: int = 20,
     low_entropy_threshold: float = 0.03,
     solver: str = "newton",
-    full_entropy: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Entropy-Guided Temperature Selection: teacher logits `(..., V)` at temperature 1 -> tau `(...)` (float32).
 
@@ -44,18 +46,36 @@ def entropy_guided_temperature(
        steps, as the authors' code does (20: within 2e-7 of the root on `[1.1, 1.5]`);
     4. `tau = tau_min` where the full-vocabulary entropy is `<= low_entropy_threshold`.
 
-    `full_entropy` `(...)`: that entropy, when the caller has it already (it is computed here otherwise).
+    Steps 1-3 are `solve_temperature`; the trainer runs step 4 inside `teacher_gold_logprobs`' vocabulary sweep.
     """
+    logits = teacher_logits.detach()
+    top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values
+    tau = solve_temperature(top, tau_min=tau_min, tau_max=tau_max, entropy_pivot=entropy_pivot,
+                            entropy_slope=entropy_slope, max_entropy_increment=max_entropy_increment,
+                            num_iterations=num_iterations, solver=solver)
+    return torch.where(entropy_from_logits(logits.float()) <= low_entropy_threshold, tau_min, tau)
+
+
+def solve_temperature(
+    top: torch.Tensor,
+    *,
+    tau_min: float = 1.1,
+    tau_max: float = 1.5,
+    entropy_pivot: float = 1.2,
+    entropy_slope: float = 2.0,
+    max_entropy_increment: float = 0.5,
+    num_iterations: int = 20,
+    solver: str = "newton",
+) -> torch.Tensor:
+    """Steps 1-3 of `entropy_guided_temperature`: the top-k logits `(..., K)`, sorted with the max first (as
+    `topk` returns them) -> tau `(...)` (float32), before the low-entropy rule of step 4."""
     if tau_min > tau_max:
         raise ValueError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
     if solver not in SOLVERS:
         raise ValueError(f"solver: unknown value `{solver}`; expected one of {SOLVERS}")
-    logits = teacher_logits.detach()
-    if full_entropy is None:
-        full_entropy = entropy_from_logits(logits.float())
     # The solve runs on at most `top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
     # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows).
-    top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values.double()  # (..., K), sorted: max first
+    top = top.detach().double()
     top = top - top[..., :1]  # entropies do not change with a shift; centred once, not in every solver step
     entropy_k = entropy_from_logits(top)
     target = entropy_k + max_entropy_increment * torch.sigmoid(entropy_slope * (entropy_k - entropy_pivot))
@@ -67,7 +87,6 @@ def entropy_guided_temperature(
         tau = _bisection_tau(top, target, tau_min, tau_max, num_iterations)
     tau = torch.where(at_min >= target, tau_min, tau)
     tau = torch.where(at_max <= target, tau_max, tau)
-    tau = torch.where(full_entropy <= low_entropy_threshold, tau_min, tau)
     return tau.float()
 
 
@@ -127,26 +146,55 @@ def teacher_gold_logprobs(
     labels: torch.Tensor,
     *,
     fixed_tau: float | None = None,
-    **temperature_kwargs,
+    top_k: int = 512,
+    tau_min: float = 1.1,
+    low_entropy_threshold: float = 0.03,
+    scratch_numel: int = SCRATCH_NUMEL,
+    **solve_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Teacher side of the loss: `(..., V), (...) -> (q (...), tau (...), teacher entropy (...))`, no gradient.
+    """Teacher side of the loss: `(..., V), (...) -> (q (...), tau (...), teacher entropy (...))` float32, no gradient.
 
-    `q = log softmax(z / tau)[y]` over the full vocabulary, with tau from `entropy_guided_temperature`, or the
-    constant `fixed_tau` (the fixed-temperature ablation). Labels equal to -100 read token 0 (mask them after).
+    `q = log softmax(z / tau)[y]` over the full vocabulary, with tau from the rule of `entropy_guided_temperature`
+    (`solve_kwargs` are `solve_temperature`'s), or the constant `fixed_tau` (the fixed-temperature ablation); the
+    entropy is the full-vocabulary one, at temperature 1. Labels equal to -100 read token 0 (mask them after).
+
+    One `topk` over the logits (which also gives each row's max), then one sweep over the vocabulary, `scratch_numel`
+    logits at a time (whole rows, at least one): `x = z - max` and `e = exp(x)` give `S = sum e` and the entropy
+    `log S - sum(e * x) / S`, then `q = (z_y - max) / tau - log sum exp(x / tau)`. The two `(rows, V)` float32
+    scratch buffers are the only full-vocabulary memory besides the logits, which stay in their own dtype.
     """
     with torch.no_grad():
-        logits = teacher_logits.detach().float()
-        entropy = entropy_from_logits(logits)  # computed once: the temperature rule and the metrics share it
+        logits = teacher_logits.detach()
+        shape, vocab = logits.shape[:-1], logits.size(-1)
+        z = logits.reshape(-1, vocab)  # (N, V)
         if fixed_tau is None:
-            tau = entropy_guided_temperature(logits, full_entropy=entropy, **temperature_kwargs)
+            top = z.topk(min(top_k, vocab), dim=-1).values  # (N, K), the max first
+            peak = top[:, 0].float()
+            solved = solve_temperature(top, tau_min=tau_min, **solve_kwargs)  # (N,) before the low-entropy rule
         else:
-            tau = logits.new_full(logits.shape[:-1], float(fixed_tau))
-        scaled = logits / tau.unsqueeze(-1)
-        gold = scaled.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        # logsumexp instead of log_softmax: one fewer (tokens, vocab) buffer alive at the peak
-        q = gold - torch.logsumexp(scaled, dim=-1)
-        del scaled
-        return q, tau, entropy
+            peak = z.amax(dim=-1).float()  # no top-k: the temperature is known
+        gold = z.gather(-1, labels.reshape(-1, 1).clamp(min=0)).squeeze(-1).float() - peak  # (N,), <= 0
+        q, tau, entropy = (torch.empty_like(peak) for _ in range(3))
+        rows = max(1, scratch_numel // vocab)
+        # Allocated once and reused: fresh (rows, V) buffers per block would be returned to and taken from the
+        # allocator on every block (on the CPU, large ones are new pages each time)
+        shifted = peak.new_empty(min(rows, len(peak)), vocab)
+        weights = torch.empty_like(shifted)
+        for start in range(0, len(peak), rows):
+            n = min(rows, len(peak) - start)
+            block = slice(start, start + n)
+            x = torch.sub(z[block], peak[block, None], out=shifted[:n])  # (n, V) float32, <= 0
+            e = torch.exp(x, out=weights[:n])
+            total = e.sum(-1)  # >= 1: the max contributes exp(0)
+            # In place rather than a batched dot product: no third buffer, and no bmm of (n, 1, V) by (n, V, 1)
+            entropy[block] = total.log() - e.mul_(x).sum(-1) / total
+            if fixed_tau is None:
+                tau[block] = torch.where(entropy[block] <= low_entropy_threshold, tau_min, solved[block])
+            else:
+                tau[block] = fixed_tau
+            # The max of z / tau is max / tau, so x / tau is already shifted for a stable logsumexp
+            q[block] = gold[block] / tau[block] - x.div_(tau[block, None]).exp_().sum(-1).log()
+        return q.reshape(shape), tau.reshape(shape), entropy.reshape(shape)
 
 
 def curiosft_loss_from_logprobs(
