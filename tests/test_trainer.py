@@ -234,6 +234,62 @@ def test_the_teacher_head_is_gathered_once_per_micro_batch(tiny_model_dir, tiny_
     assert sum(any(p is head.weight for p in params) for params in gathers) == 1
 
 
+def _a_batch(trainer) -> dict:
+    return trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+
+
+def test_the_teacher_head_gives_the_same_numbers_whatever_the_chunk_size(tiny_model_dir, tiny_sft_file, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft")
+    batch = _a_batch(trainer)
+    results = {}
+    for size in (1, 7, 64, 100_000):  # a token per chunk, ragged chunks, the default of these tests, one chunk
+        trainer.args.teacher_chunk_size = size
+        results[size] = trainer._teacher_logprobs(trainer.teacher_model, batch)
+    mask = batch["labels"][:, 1:] != -100
+    assert mask.sum() > 64
+    for q, tau, entropy in results.values():
+        for got, want in zip((q, tau, entropy), results[100_000]):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        assert (q[~mask] == 0).all() and (q[mask] < 0).all() and ((tau[mask] >= 1.1) & (tau[mask] <= 1.5)).all()
+
+
+@pytest.mark.parametrize("setup", [dict(bf16=False), dict(bf16=True), dict(bf16=True, gradient_checkpointing=True)])
+def test_the_live_teacher_reuses_the_students_forward(setup, tiny_model_dir, tiny_sft_file, tmp_path):
+    # `curiosft_live_teacher`: the student, stop-gradient, is its own teacher; its backbone runs once per step (the
+    # teacher reads the hidden states the student's forward computed), with the loss and gradients of the old path
+    # that ran the backbone a second time
+    from curiosft_trl.sft.losses import curiosft_loss_from_logprobs
+
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft_live_teacher", **setup)
+    model = trainer.model
+    model.train()
+    if trainer.args.gradient_checkpointing:  # as `Trainer.train` turns it on
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs)
+        assert model.is_gradient_checkpointing
+    batch = _a_batch(trainer)
+    forwards = []
+    model.get_decoder().register_forward_hook(lambda *args: forwards.append(1))
+    # In training, accelerate runs the student's forward under this autocast (bf16 here: weights in fp32)
+    with trainer.accelerator.autocast():
+        loss = trainer.compute_loss(model, dict(batch))
+    assert len(forwards) == 1
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    inputs = {**batch, "use_cache": False}
+    with trainer.accelerator.autocast():
+        outputs = model(**inputs, fused_lm_head=True)
+    q, _, _ = trainer._teacher_logprobs(model, inputs)  # the old path: the backbone again, without gradient
+    assert len(forwards) == 3
+    per_token, _ = curiosft_loss_from_logprobs(outputs.log_probs, q)
+    old = (per_token * outputs.label_mask).sum() / outputs.label_mask.sum()
+    old.backward()
+    assert loss.item() == old.item()
+    for got, want in zip(grads, (p.grad for p in model.parameters()), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
 def test_teacher_state_is_copied_to_host_memory_on_the_saving_rank_only(tiny_model_dir):
     from curiosft_trl.sft.teacher import teacher_state
 

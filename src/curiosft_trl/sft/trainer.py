@@ -2,7 +2,8 @@
 
 Per response token (spec, "The loss"): `L_t = -l_t + kd_coef * 0.5 * (l_t - q_t)^2`, where `l_t` comes from
 TRL's fused LM head (no `(batch, seq, vocab)` logits for the student) and `q_t` from the teacher's LM head applied
-chunk by chunk over the response tokens (at most `teacher_chunk_size x vocab` float32 logits at a time).
+chunk by chunk over the response tokens (at most `teacher_chunk_size x vocab` logits at a time, each chunk read by
+`teacher_gold_logprobs` in one top-k and one sweep over the vocabulary).
 """
 
 import copy
@@ -116,11 +117,17 @@ class CurioSFTTrainer(SFTTrainer):
             raise NotImplementedError("CurioSFTTrainer does not return logits; use `prediction_loss_only=True`.")
         mode = "train" if self.model.training else "eval"
         inputs["use_cache"] = False
-        outputs = model(**inputs, fused_lm_head=True)
+        live = args.sft_loss == "curiosft_live_teacher"
+        # The live teacher is the student, stop-gradient: its hidden states are the ones this forward computes, so
+        # they are kept (detached) instead of running the backbone a second time. TRL's fused head returns per-token
+        # log-probs, never the logits, and the temperature rule needs whole rows of them: the head is applied again,
+        # forward only, on the response tokens
+        with _captured_last_hidden_state(self.accelerator.unwrap_model(model), enabled=live) as captured:
+            outputs = model(**inputs, fused_lm_head=True)
         log_probs, entropy, mask = outputs.log_probs, outputs.entropy, outputs.label_mask  # (B, T-1) each
         if args.sft_loss in DISTILLATION_LOSSES:
-            teacher = model if args.sft_loss == "curiosft_live_teacher" else self.teacher_model
-            teacher_logprobs, tau, teacher_entropy = self._teacher_logprobs(teacher, inputs)
+            teacher = model if live else self.teacher_model
+            teacher_logprobs, tau, teacher_entropy = self._teacher_logprobs(teacher, inputs, captured.get("hidden"))
             per_token, distill = curiosft_loss_from_logprobs(log_probs, teacher_logprobs, args.kd_coef)
             metrics = self._distillation_metrics(mask, log_probs, distill, tau, teacher_entropy)
         else:
@@ -140,18 +147,22 @@ class CurioSFTTrainer(SFTTrainer):
         return loss
 
     @torch.no_grad()
-    def _teacher_logprobs(self, teacher, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _teacher_logprobs(self, teacher, inputs, hidden: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Teacher log-prob of each gold next token at its temperature: `(B, T-1)` for q, tau and entropy.
 
-        The backbone runs once; the LM head runs on the response tokens only, `teacher_chunk_size` at a time.
+        The backbone runs once, unless its `(B, T, H)` last hidden states are given (the live teacher's come from the
+        student's forward); the LM head runs on the response tokens only, `teacher_chunk_size` at a time.
         """
         unwrapped = self.accelerator.unwrap_model(teacher)
-        backbone_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
-        # The redirection bypasses the forward that accelerate wrapped in autocast, so autocast is entered here:
-        # with fp32 weights and `bf16: true` the teacher then runs in bf16 like the student (no-op otherwise)
-        with self.accelerator.autocast(), record_function("curiosft.teacher_backbone"):
-            # Routed through the wrapper's forward so that DeepSpeed ZeRO-3 gathers the teacher's sharded parameters
-            hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped, **backbone_inputs)
+        if hidden is None:
+            backbone_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
+            # The redirection bypasses the forward that accelerate wrapped in autocast, so autocast is entered here:
+            # with fp32 weights and `bf16: true` the teacher then runs in bf16 like the student (no-op otherwise)
+            with self.accelerator.autocast(), record_function("curiosft.teacher_backbone"):
+                # Routed through the wrapper's forward so that DeepSpeed ZeRO-3 gathers the teacher's sharded params
+                hidden = self._forward_redirection(teacher, unwrapped, _last_hidden_state, unwrapped,
+                                                   **backbone_inputs)
         labels = inputs["labels"][:, 1:]
         mask = labels != IGNORE_INDEX
         hidden, targets = hidden[:, :-1][mask], labels[mask]  # (N, H), (N,)
@@ -305,3 +316,25 @@ def _uploads_without_teacher():
 def _last_hidden_state(model: PreTrainedModel, **inputs) -> torch.Tensor:
     """`(B, T, H)` last hidden states of a causal LM's backbone (no LM head)."""
     return model.get_decoder()(**inputs, use_cache=False).last_hidden_state
+
+
+@contextmanager
+def _captured_last_hidden_state(model: PreTrainedModel, enabled: bool = True):
+    """A dict whose `"hidden"` is, after `model`'s forward within the context, the `(B, T, H)` last hidden states of
+    its backbone (the module `_last_hidden_state` runs), detached; left empty when `enabled` is false.
+
+    TRL's fused forward calls the model's `base_model`, which is `get_decoder()` for causal LMs; for a model where
+    the hook would not fire, the dict stays empty and `_teacher_logprobs` runs the backbone itself, as before."""
+    captured = {}
+    if not enabled:
+        yield captured
+        return
+
+    def keep(module, args, output):
+        captured["hidden"] = output[0].detach()
+
+    handle = model.get_decoder().register_forward_hook(keep)
+    try:
+        yield captured
+    finally:
+        handle.remove()
