@@ -43,7 +43,7 @@ uninstall_gpu    =
 
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny smol sft rl eval data test bench gpu-check clean
+.PHONY: install tiny smol sft rl eval claims data test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -80,6 +80,12 @@ rl: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
 eval: RECIPE ?= recipes/tiny/eval.yaml
 eval: install
 	$(BIN)/curiosft-eval --config $(RECIPE) $(if $(MODEL),--model_name_or_paths $(MODEL)) $(if $(SUITE),--benchmarks $(SUITE)) $(ARGS)
+
+# The paper's claims 1 and 2 (entropy after SFT, by base-entropy bucket): every arm x seed, then one report.
+# ARMS=all runs every arm the recipe lists (default: its default_arms); SEEDS=1,2 replaces the seeds; resumable.
+claims: RECIPE ?= recipes/tiny/claims.yaml
+claims: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
+	$(BIN)/curiosft-claims --config $(RECIPE) $(if $(ARMS),--arms $(ARMS)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 # Every benchmark at its pinned hub revision, in the layout `data_dir:` reads (offline evaluation; GPQA: HF_TOKEN)
 DATA_DIR ?= outputs/benchmarks

@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from ..checkpoints import check_resumable, finished_step, newest_complete_checkpoint
 from ..errors import DataError, RecipeError, check_output_dir
+from ..recipe import check_model_path, read_recipe  # noqa: F401 (the entry points import them from here)
 
 
 def run_cli(main: Callable[[], None]) -> None:
@@ -19,31 +18,6 @@ def run_cli(main: Callable[[], None]) -> None:
     except (RecipeError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-
-
-def read_recipe(path: str) -> dict:
-    """The recipe at `path` as a mapping, checked before TRL's parser sees it: readable YAML, a mapping, and data
-    only (TRL's parser copies an `env:` key into the process environment, where it could make Python import code)."""
-    recipe = Path(path)
-    if not recipe.is_file():
-        raise RecipeError(f"--config: {path} is not a file.")
-    try:
-        config = yaml.safe_load(recipe.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
-    except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: is not UTF-8 text (byte {e.start}).") from None
-    if not isinstance(config, dict):
-        raise RecipeError(f"{path}: expected a YAML mapping of field: value, got {type(config).__name__}.")
-    if "env" in config:
-        raise RecipeError(f"{path}: `env` is not allowed: recipes are data and cannot change the process "
-                          "environment; set variables in the shell that runs the command instead.")
-    if config.get("trust_remote_code") or (config.get("model_init_kwargs") or {}).get("trust_remote_code"):
-        raise RecipeError(f"{path}: `trust_remote_code` is not allowed in a recipe: it runs the model repository's "
-                          "Python code; pass --trust_remote_code true on the command line if you trust it.")
-    return config
 
 
 def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
@@ -98,26 +72,6 @@ def finished_run(training_args, fresh_start: bool) -> bool:
     print(f"{training_args.output_dir} already holds a finished run (step {step}, final model saved): nothing to do. "
           "Pass --fresh_start to train again from step 0, or raise --max_steps / --num_train_epochs to continue.")
     return True
-
-
-def check_model_path(model_name_or_path: str | None) -> None:
-    """Fail before training starts if the model cannot be loaded, naming the path."""
-    from transformers import AutoConfig
-
-    if not model_name_or_path:
-        raise RecipeError("model_name_or_path is required (a hub id or a local model directory).")
-    path = Path(model_name_or_path).expanduser()
-    if path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
-        raise RecipeError(f"model_name_or_path: {path} has no weights (*.safetensors or *.bin).")
-    if path.is_file():
-        raise RecipeError(f"model_name_or_path: {path} is a file; expected a model directory or a hub id.")
-    try:
-        AutoConfig.from_pretrained(model_name_or_path)
-    except (OSError, ValueError) as e:
-        builds_it = not path.exists() and path.parts[:2] == ("outputs", "tiny")
-        hint = " Run `make tiny` to build the tiny default." if builds_it else ""
-        reason = str(e).splitlines()[0].rstrip(".")
-        raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {reason}.{hint}") from None
 
 
 def model_init_kwargs(model_args, training_args) -> dict:

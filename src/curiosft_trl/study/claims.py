@@ -1,0 +1,338 @@
+"""The paper's claims 1 and 2 on any model: train each arm on the same rows, seeds and steps, then measure where each
+one keeps its token entropy, teacher-forced on held-out solutions that no arm trained on.
+
+    curiosft-claims --config recipes/smollm2-135m/claims.yaml [--arms all] [--seeds 1,2]
+
+A claims recipe (data only) names the base model, one SFT recipe that every arm shares, the data split, the shared
+SFT settings (`sft:`) and the arms. An arm may set only loss fields (`sft_loss` and the CurioSFT/baseline fields
+that TRL's `SFTConfig` does not have), so arms differ in the loss and nothing else, by construction. An arm with
+`checkpoints:` instead of `seeds:` is evaluated as given (checkpoints a user trained elsewhere).
+
+Steps, each resumable and skipped when done (`output_dir` keeps everything):
+1. `data/`: the rows, shaped as SFT trains on them, that fit `max_length` in full (none is cut), shuffled with
+   `split_seed`: the first `train_rows` to train on, the next `heldout_rows` held out (or held-out rows from
+   `heldout_dataset_name`). `split.json` records the counts.
+2. `runs/<arm>/seed<k>/`: one ordinary `curiosft-sft` run per arm and seed (its own process, log in `train.log`).
+3. `tokens/<arm>-seed<k>.pt` (and `base.pt`): teacher-forced entropy and NLL of every held-out completion token.
+4. `report.md`, `report.json`, `entropy_by_bucket.png` (`study.report`).
+"""
+
+import dataclasses
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError, RecipeError, check_output_dir
+
+RECIPE_KEYS = {"base", "sft_recipe", "output_dir", "dataset_name", "dataset_split", "heldout_dataset_name",
+               "system_prompt", "max_length", "train_rows", "heldout_rows", "split_seed", "buckets",
+               "eval_batch_size", "sft", "arms", "default_arms"}
+ARM_KEYS = {"seeds", "checkpoints"}
+# what `sft:` may not set: the claims recipe owns them (one value for every arm, recorded in the split)
+OWNED_SFT_KEYS = {"model_name_or_path", "dataset_name", "output_dir", "seed", "max_length", "system_prompt",
+                  "max_train_samples", "fresh_start"}
+
+
+def loss_fields() -> set[str]:
+    """The `CurioSFTConfig` fields that TRL's `SFTConfig` does not have: what an arm may set."""
+    from trl import SFTConfig
+
+    from ..sft.config import CurioSFTConfig
+
+    return {f.name for f in dataclasses.fields(CurioSFTConfig)} - {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+@dataclass
+class Arm:
+    name: str
+    loss: dict  # loss fields passed to `curiosft-sft` for this arm
+    seeds: list[int] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)  # evaluate as given instead of training
+
+    def runs(self, output_dir: Path) -> list[tuple[str, Path]]:
+        """`(run name, model folder)` for each seed (or given checkpoint)."""
+        if self.checkpoints:
+            return [(f"{self.name}-{i + 1}", Path(c)) for i, c in enumerate(self.checkpoints)]
+        return [(f"{self.name}-seed{s}", output_dir / "runs" / self.name / f"seed{s}") for s in self.seeds]
+
+
+@dataclass
+class ClaimsConfig:
+    base: str
+    sft_recipe: str
+    output_dir: str
+    dataset_name: str
+    arms: dict[str, Arm]
+    default_arms: list[str]
+    sft: dict = field(default_factory=dict)
+    dataset_split: str = "train"
+    heldout_dataset_name: str | None = None
+    system_prompt: str | None = None
+    max_length: int = 512
+    train_rows: int = 256
+    heldout_rows: int = 64
+    split_seed: int = 0
+    buckets: int = 5
+    eval_batch_size: int = 8
+
+    def selected(self, arms: str | None, seeds: list[int] | None) -> list[Arm]:
+        """The arms to run: `default_arms`, `all`, or a comma-separated list; `seeds` replaces every trained arm's."""
+        names = list(self.arms) if arms == "all" else arms.split(",") if arms else self.default_arms
+        unknown = [n for n in names if n not in self.arms]
+        if unknown:
+            raise RecipeError(f"--arms: {', '.join(unknown)} not in the recipe's arms ({', '.join(self.arms)}).")
+        chosen = [self.arms[n] for n in names]
+        if seeds:
+            chosen = [a if a.checkpoints else dataclasses.replace(a, seeds=list(seeds)) for a in chosen]
+        return chosen
+
+
+def load_claims_config(path: str, overrides: dict | None = None) -> ClaimsConfig:
+    """Read and check a claims recipe; `overrides` (top-level keys, from the command line) win over it. Every
+    problem is one `RecipeError` naming the recipe and key, before anything is trained or loaded."""
+    from ..recipe import read_recipe
+
+    raw = {**read_recipe(path), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    unknown = sorted(set(raw) - RECIPE_KEYS)
+    if unknown:
+        raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(RECIPE_KEYS))}.")
+    for key in ("base", "sft_recipe", "output_dir", "dataset_name", "arms"):
+        if not raw.get(key):
+            raise RecipeError(f"{path}: `{key}` is required.")
+    sft = raw.get("sft") or {}
+    if not isinstance(sft, dict):
+        raise RecipeError(f"{path}: sft: expected a mapping of SFT field: value.")
+    owned = sorted(set(sft) & OWNED_SFT_KEYS)
+    if owned:
+        raise RecipeError(f"{path}: sft: {', '.join(owned)} are set by the claims recipe itself (top-level keys), "
+                          "the same for every arm.")
+    allowed = loss_fields()
+    leaked = sorted(set(sft) & allowed)
+    if leaked:
+        raise RecipeError(f"{path}: sft: {', '.join(leaked)} are loss fields: set them per arm, under `arms:`.")
+    if not isinstance(raw["arms"], dict):
+        raise RecipeError(f"{path}: arms: expected a mapping of arm name: {{sft_loss: ..., seeds: [...]}}.")
+    arms = {}
+    for name, spec in raw["arms"].items():
+        spec = dict(spec or {})
+        bad = sorted(set(spec) - allowed - ARM_KEYS)
+        if bad:
+            raise RecipeError(f"{path}: arms.{name}: {', '.join(bad)} cannot differ between arms: an arm sets only "
+                              f"loss fields ({', '.join(sorted(allowed))}) and `seeds` or `checkpoints`.")
+        seeds, checkpoints = spec.pop("seeds", None), spec.pop("checkpoints", None)
+        if bool(seeds) == bool(checkpoints):
+            raise RecipeError(f"{path}: arms.{name}: give either `seeds` (a list of integers: train) or `checkpoints` "
+                              "(a list of model folders: evaluate as given).")
+        if seeds and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise RecipeError(f"{path}: arms.{name}.seeds: expected a list of integers, got {seeds!r}.")
+        arms[name] = Arm(name, spec, list(seeds or []), [str(c) for c in checkpoints or []])
+    default_arms = raw.get("default_arms") or list(arms)
+    missing = [a for a in default_arms if a not in arms]
+    if missing:
+        raise RecipeError(f"{path}: default_arms: {', '.join(missing)} not in arms.")
+    fields = {k: v for k, v in raw.items() if k not in ("arms", "default_arms", "sft")}
+    for key in ("max_length", "train_rows", "heldout_rows", "buckets", "eval_batch_size"):
+        if key in fields and (not isinstance(fields[key], int) or fields[key] < 1):
+            raise RecipeError(f"{path}: {key}: expected a positive integer, got {fields[key]!r}.")
+    if not Path(raw["sft_recipe"]).is_file():
+        raise RecipeError(f"{path}: sft_recipe: {raw['sft_recipe']} is not a file.")
+    return ClaimsConfig(**fields, sft=sft, arms=arms, default_arms=list(default_arms))
+
+
+def sft_settings(cfg: ClaimsConfig, arm: Arm) -> dict:
+    """The SFT recipe's fields as this arm trains with them (recipe, then `sft:`, then the arm's loss fields)."""
+    from ..recipe import read_recipe
+
+    return {**read_recipe(cfg.sft_recipe), **cfg.sft, **arm.loss}
+
+
+def cli_flags(settings: dict) -> list[str]:
+    """`{"learning_rate": 5e-5, "bf16": True}` -> `["--learning_rate", "5e-05", "--bf16", "true"]`."""
+    flags = []
+    for key, value in settings.items():
+        if isinstance(value, (dict, list)):
+            raise RecipeError(f"{key}: a claims recipe passes scalar SFT fields only, got {value!r}.")
+        flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
+# ------------------------------------------------------------------------------------------------------- the split
+
+
+def load_tokenizer(cfg: ClaimsConfig):
+    """The base model's tokenizer with the shared SFT recipe's chat template: every model is scored on the very
+    token sequences SFT trained on."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+    template = {**read_sft_recipe(cfg), **cfg.sft}.get("chat_template_path")
+    if template:
+        tokenizer.chat_template = Path(template).read_text()
+    return tokenizer
+
+
+def read_sft_recipe(cfg: ClaimsConfig) -> dict:
+    from ..recipe import read_recipe
+
+    return read_recipe(cfg.sft_recipe)
+
+
+def split_settings(cfg: ClaimsConfig) -> dict:
+    keys = ("base", "dataset_name", "dataset_split", "heldout_dataset_name", "system_prompt", "max_length",
+            "train_rows", "heldout_rows", "split_seed")
+    return {k: getattr(cfg, k) for k in keys} | {"chat_template": read_sft_recipe(cfg).get("chat_template_path")}
+
+
+def prepare_split(cfg: ClaimsConfig, tokenizer) -> dict:
+    """Write `data/train.jsonl` and `data/heldout.jsonl` once; returns `split.json`'s content. A split made with
+    other settings is an error (the runs trained on it would no longer match), never silently replaced."""
+    from ..evaluation.cache import atomic_write_text
+    from ..evaluation.entropy import encode_heldout
+    from ..sft.data import load_sft_dataset
+
+    data = Path(cfg.output_dir) / "data"
+    record = data / "split.json"
+    settings = split_settings(cfg)
+    if record.is_file():
+        split = json.loads(record.read_text())
+        if split["settings"] != settings:
+            changed = sorted(k for k in settings if split["settings"].get(k) != settings[k])
+            raise RecipeError(f"{record}: the split was made with other settings ({', '.join(changed)}); use another "
+                              "output_dir, or delete that folder to start the study again.")
+        return split
+
+    def fitting(name: str) -> tuple[list[dict], int]:
+        rows = list(load_sft_dataset(name, split=cfg.dataset_split, system_prompt=cfg.system_prompt))
+        lengths = [len(ids) for ids, _ in encode_heldout(tokenizer, rows)]
+        rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r, n in zip(rows, lengths)
+                if n <= cfg.max_length]
+        random.Random(cfg.split_seed).shuffle(rows)
+        return rows, len(lengths)
+
+    rows, total = fitting(cfg.dataset_name)
+    train = rows[: cfg.train_rows]
+    if cfg.heldout_dataset_name:
+        held, held_total = fitting(cfg.heldout_dataset_name)
+        heldout = held[: cfg.heldout_rows]
+    else:
+        heldout, held_total = rows[cfg.train_rows : cfg.train_rows + cfg.heldout_rows], total
+    need = cfg.train_rows + (0 if cfg.heldout_dataset_name else cfg.heldout_rows)
+    if len(train) < cfg.train_rows or len(heldout) < cfg.heldout_rows:
+        raise DataError(f"{cfg.dataset_name}: {len(rows)} of {total} rows fit max_length {cfg.max_length} in full; "
+                        f"the split needs {need} (train_rows {cfg.train_rows}, heldout_rows {cfg.heldout_rows}). "
+                        "Raise max_length or lower the row counts.")
+    split = {"settings": settings, "train_rows": len(train), "heldout_rows": len(heldout),
+             "rows_in_dataset": total, "rows_fitting_max_length": len(rows),
+             "fraction_too_long": 1 - len(rows) / total, "heldout_rows_in_dataset": held_total}
+    data.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", train), ("heldout", heldout)):
+        atomic_write_text(data / f"{name}.jsonl", "".join(json.dumps(r) + "\n" for r in part))
+    atomic_write_text(record, json.dumps(split, indent=2) + "\n")  # last: marks the split complete
+    return split
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -------------------------------------------------------------------------------------------------------- training
+
+
+def train_arm(cfg: ClaimsConfig, arm: Arm, seed: int, run_dir: Path, progress: str) -> float | None:
+    """Train one arm and seed with `curiosft-sft` in its own process (so one run's memory and threads never leak into
+    the next); returns the wall time in seconds, or None when the run had already finished."""
+    from ..checkpoints import finished_step
+
+    settings = sft_settings(cfg, arm)
+    if finished_step(run_dir, int(settings.get("max_steps", -1)), float(settings.get("num_train_epochs", 3.0))):
+        print(f"{progress} {arm.name} seed {seed}: finished earlier ({run_dir})", flush=True)
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "train.log"
+    print(f"{progress} {arm.name} seed {seed}: training (log: {log})", flush=True)
+    data = Path(cfg.output_dir) / "data" / "train.jsonl"
+    import torch
+
+    # transformers refuses `bf16: true` without a GPU unless told to use the CPU: where there is none, say so
+    on_cpu = [] if torch.cuda.is_available() or "use_cpu" in cfg.sft else ["--use_cpu", "true"]
+    command = [sys.executable, "-m", "curiosft_trl.cli.sft", "--config", cfg.sft_recipe,
+               *cli_flags({**cfg.sft, **arm.loss}),
+               "--model_name_or_path", cfg.base, "--dataset_name", str(data), "--output_dir", str(run_dir),
+               "--seed", str(seed), "--max_length", str(cfg.max_length), *on_cpu]
+    start = time.perf_counter()
+    with log.open("a") as out:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{arm.name} seed {seed}: curiosft-sft failed (exit {result.returncode}); the end of "
+                           f"{log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------------------------------ evaluation
+
+
+def scored_tokens(cfg: ClaimsConfig, name: str, model_dir: Path, encoded) -> dict:
+    """`tokens/<name>.pt`: the teacher-forced stats of `model_dir` on the held-out rows (computed once)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..evaluation.entropy import token_stats
+
+    path = Path(cfg.output_dir) / "tokens" / f"{name}.pt"
+    if path.is_file():
+        return torch.load(path)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    stats = token_stats(model, encoded, batch_size=cfg.eval_batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(stats, tmp)
+    tmp.replace(path)
+    return stats
+
+
+def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
+    """Split, train, score and report; returns the report (`study.report.claims_report`)."""
+    from ..evaluation.entropy import encode_heldout
+    from .report import claims_report, write_claims_report
+
+    out = Path(cfg.output_dir)
+    check_output_dir(cfg.output_dir, "the claims study (data split, runs, token statistics, report)")
+    for arm in arms:
+        for c in arm.checkpoints:
+            if not Path(c).is_dir():
+                raise RecipeError(f"arms.{arm.name}.checkpoints: {c} is not a model folder.")
+    from ..recipe import check_model_path
+
+    check_model_path(cfg.base)
+    tokenizer = load_tokenizer(cfg)
+    split = prepare_split(cfg, tokenizer)
+    print(f"split: {split['train_rows']} training rows, {split['heldout_rows']} held-out rows "
+          f"({100 * split['fraction_too_long']:.1f}% of the dataset's rows exceed max_length {cfg.max_length} "
+          "and are left out)", flush=True)
+
+    timings_path = out / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    trained = [(arm, seed, run_dir) for arm in arms if not arm.checkpoints
+               for seed, (_, run_dir) in zip(arm.seeds, arm.runs(out))]
+    for i, (arm, seed, run_dir) in enumerate(trained):
+        seconds = train_arm(cfg, arm, seed, run_dir, f"[{i + 1}/{len(trained)}]")
+        if seconds is not None:
+            from ..evaluation.cache import atomic_write_text
+
+            timings[f"{arm.name}-seed{seed}"] = round(seconds, 1)
+            atomic_write_text(timings_path, json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
+    encoded = encode_heldout(tokenizer, read_jsonl(out / "data" / "heldout.jsonl"))
+    runs = [("base", Path(cfg.base))] + [run for arm in arms for run in arm.runs(out)]
+    stats = {}
+    for i, (name, model_dir) in enumerate(runs):
+        print(f"[score {i + 1}/{len(runs)}] {name}: teacher-forced on {len(encoded)} held-out rows", flush=True)
+        stats[name] = scored_tokens(cfg, name, model_dir, encoded)
+    report = claims_report(cfg, arms, stats, split, timings)
+    write_claims_report(report, out)
+    return report
