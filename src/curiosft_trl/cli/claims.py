@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: getattr(args, k) for k in ("base", "output_dir", "dataset_name", "heldout_dataset_name",
                                                "train_rows", "heldout_rows", "max_length", "buckets")}
     if args.checkpoints:
-        overrides |= {"arms": parse_checkpoints(args.checkpoints), "default_arms": None}
+        arms = parse_checkpoints(args.checkpoints)
+        overrides |= {"arms": arms, "default_arms": list(arms)}
     cfg = load_claims_config(args.config, overrides)
     run_claims(cfg, cfg.selected(args.arms, parse_seeds(args.seeds)))
 
