@@ -231,6 +231,7 @@ def test_a_reduced_study_runs_end_to_end_resumes_and_scores_given_checkpoints(ti
     assert set(report["timings_s"]) == {"nll-seed1", "nll-seed2", "curiosft-seed1", "curiosft-seed2"}
     text = (out / "report.md").read_text()
     assert "**Claim 1**" in text and "**Claim 2**" in text and "| curiosft | 2 |" in text
+    assert report["gguf_source"] is None and "dequantised" not in text  # the tiny base is not a GGUF import
     assert (out / "entropy_by_bucket.png").stat().st_size > 10_000
     for run in ("nll/seed1", "curiosft/seed2"):  # ordinary SFT runs a user can open
         assert (out / "runs" / run / "config.json").is_file() and (out / "runs" / run / "train.log").is_file()

@@ -21,7 +21,7 @@ from curiosft_trl import gguf_import
 from curiosft_trl.cli import run_cli
 from curiosft_trl.cli.import_gguf import main
 from curiosft_trl.errors import DataError
-from curiosft_trl.gguf_import import MARKER, import_gguf, packaged_gguf
+from curiosft_trl.gguf_import import MARKER, dequantised_caveat, gguf_source, import_gguf, packaged_gguf
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, FFN = 64, 2, 2, 1, 128
 MESSAGES = [{"role": "system", "content": "Reason in <think>, answer in \\boxed{}."},
@@ -124,6 +124,10 @@ def test_import_writes_a_plain_checkpoint_whose_logits_equal_the_gguf_models(ggu
     assert "quantization_config" not in config and config["dtype"] == "float32"
     source = config["gguf_source"]  # kept by every checkpoint trained from this one
     assert source["file_type"] == "MOSTLY_Q4_1" and "not the original weights" in source["weights"]
+    assert gguf_source(out) == source and gguf_source(tmp_path) is None and gguf_source("org/hub-id") is None
+    # what the evaluation's and the claims study's reports print under their tables for such a model
+    assert dequantised_caveat("m", source) == (f"`m`: weights dequantised from `{gguf_file.name}` (MOSTLY_Q4_1), not "
+                                               "the original weights: these are the quantized model's results.")
     assert (config["num_hidden_layers"], config["hidden_size"], config["tie_word_embeddings"]) == (LAYERS, HIDDEN, True)
     gguf_model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name).eval()
     gguf_tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)

@@ -116,6 +116,22 @@ def completed_import(output_dir: Path) -> dict | None:
         return None
 
 
+def gguf_source(model_dir: str | os.PathLike) -> dict | None:
+    """The `gguf_source` a checkpoint imported from a GGUF file (or trained from one) carries in its `config.json`;
+    None for any other model, a hub id, or a folder without a readable config."""
+    config = Path(model_dir) / "config.json"
+    try:
+        return json.loads(config.read_text()).get("gguf_source")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def dequantised_caveat(name: str, source: dict) -> str:
+    """One line for a report: whose weights these are."""
+    return (f"`{name}`: weights dequantised from `{source['gguf_name']}` ({source['file_type']}), not the original "
+            "weights: these are the quantized model's results.")
+
+
 def load_gguf(path: Path):
     """`(model, tokenizer)` from the GGUF at `path`: every tensor dequantised to float32 into plain modules, then the
     quantization marks dropped, so the model is an ordinary one (`save_pretrained` writes it as safetensors)."""

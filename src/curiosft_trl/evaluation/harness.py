@@ -27,6 +27,7 @@ import numpy as np
 
 from .. import grading
 from ..errors import RecipeError, check_output_dir
+from ..gguf_import import gguf_source
 from ..prompts import SYSTEM_PROMPT
 from . import report
 from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
@@ -361,6 +362,7 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
             "cache_key": model_key(model),
             "benchmarks": per_bench,
             "averages": group_averages(per_bench, {b.name: b.group for b in benchmarks}),
+            "gguf_source": gguf_source(model),
         }
     results["versions"] = report.package_versions()
     report.write_report(results, hists, out, plots=config.plots)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gguf_import import dequantised_caveat
 from .benchmarks import BENCHMARKS
 from .cache import atomic_write_text
 from .generation import ENTROPY_BINS
@@ -60,6 +61,7 @@ def markdown_table(results: dict) -> str:
             lines.append(f"| {model} | {b} | {_pct(m[f'avg@{n}'])} | {_pct(m[f'maj@{n}'])} | {_pct(m[f'pass@{n}'])} "
                          f"| {m['mean_response_tokens']:.0f} | {_pct(m['truncation_rate'])} | {m['entropy']:.3f} |")
     s = results["settings"]
+    lines += [""] + [dequantised_caveat(model, r["gguf_source"]) for model, r in models.items() if r.get("gguf_source")]
     lines += ["", f"Sampling: temperature {s['temperature']}, top_p {s['top_p']}, up to {s['max_new_tokens']} new "
               f"tokens, seed {s['seed']}, backend {s['backend']}. Values in %, except tokens and entropy."]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ import torch
 from ..evaluation.cache import atomic_write_text
 from ..evaluation.entropy import bucket_means, quantile_buckets
 from ..evaluation.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, format_ci, mean_ci, paired_ci, sign_verdict
+from ..gguf_import import dequantised_caveat, gguf_source
 
 REFERENCE, METHOD = "nll", "curiosft"
 
@@ -70,7 +71,7 @@ def claims_report(cfg, arms, stats: dict[str, dict], split: dict, timings: dict)
     for arm in per_arm.values():
         del arm["_by_seed"]
     return {
-        "base": cfg.base, "sft_recipe": cfg.sft_recipe, "sft": cfg.sft, "split": split, "buckets": bucket_info,
+        "base": cfg.base, "gguf_source": gguf_source(cfg.base), "sft_recipe": cfg.sft_recipe, "sft": cfg.sft, "split": split, "buckets": bucket_info,
         "tokens": len(base_entropy), "runs": runs, "arms": per_arm, "paired": paired,
         "verdicts": verdicts(paired.get(METHOD)), "timings_s": timings,
     }
@@ -124,6 +125,8 @@ def markdown(report: dict) -> str:
                          + " | ".join(format_ci(c) for c in d["entropy_by_bucket"])
                          + f" | {format_ci(d['forks_minus_determined'])} |")
         lines.append("")
+    if report.get("gguf_source"):
+        lines += [dequantised_caveat(report["base"] + " and every model trained from it", report["gguf_source"]), ""]
     v = report["verdicts"]
     lines += [f"- **Claim 1** (CurioSFT's entropy after SFT is higher than NLL's): **{v['claim_1']}**",
               f"- **Claim 2** (the extra entropy sits at the base's forks, q{n}, more than at its determined tokens, "
