@@ -2,6 +2,7 @@
 before any model loads or anything is written; the same recipe parsing as SFT and RL (`cli.parse_recipe`)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from curiosft_trl.cli import run_cli
 from curiosft_trl.cli.eval import main as eval_main
 from curiosft_trl.errors import RecipeError
 from curiosft_trl.evaluation import EvalConfig, evaluate
+from curiosft_trl.evaluation.harness import present_models
 from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_data
 
 
@@ -96,3 +98,25 @@ def test_bad_values_and_keys_name_the_recipe_or_command_line_and_the_key(tiny_mo
     assert error_line(["--config", str(path)], capsys) == (
         f"error: {path}: temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1.")
     assert not (tmp_path / "out").exists()
+
+
+def test_skip_missing_evaluates_the_checkpoints_that_exist_and_names_the_others(tiny_model_dir, tiny_data, tmp_path,
+                                                                                capsys, no_model_loads):
+    """`make eval` after `make sft` alone: the tiny recipe's sft-nll and grpo are not there yet."""
+    missing = [str(tmp_path / "sft-nll"), "outputs/tiny/no-grpo"]
+    assert present_models([str(tiny_model_dir), *missing, "org/hub-id"]) == [str(tiny_model_dir), "org/hub-id"]
+    assert capsys.readouterr().out == f"skip_missing: not evaluating {', '.join(missing)} (not there yet)\n"
+    with pytest.raises(RecipeError, match=r"none of .*sft-nll, outputs/tiny/no-grpo exists\. Run `make sft`"):
+        present_models(missing)
+    # without skip_missing a missing folder stays an error; with it, an existing but broken folder does too
+    argv = ["--config", str(recipe(tmp_path, tiny_model_dir, tiny_data)), "--model_name_or_paths", *missing]
+    assert "is not a model directory" in error_line(argv, capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    argv = ["--config", str(recipe(tmp_path, tiny_model_dir, tiny_data, skip_missing=True)),
+            "--model_name_or_paths", str(empty), *missing]
+    assert error_line(argv, capsys) == f"error: model_name_or_paths: {empty} has no weights (*.safetensors or *.bin)."
+
+
+def test_the_tiny_eval_recipe_skips_missing_checkpoints():
+    assert yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/tiny/eval.yaml").read_text())["skip_missing"]

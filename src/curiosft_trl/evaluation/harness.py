@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +112,10 @@ class EvalConfig:
     grading_timeout: float = field(default=grading.DEFAULT_TIMEOUT, metadata={"help": "Seconds per graded item."})
     grading_workers: int | None = field(default=None, metadata={"help": "Grader processes; None: min(CPUs, 8)."})
     plots: bool = field(default=True, metadata={"help": "Draw pass@k and entropy plots (needs matplotlib)."})
+    skip_missing: bool = field(
+        default=False, metadata={"help": "Evaluate those of `model_name_or_paths` that exist and name the local "
+                                 "folders left out (a pipeline's checkpoints made so far); False: a missing one is an "
+                                 "error."})
 
     def __post_init__(self) -> None:
         if self.data_dir in ("", "None", "none"):
@@ -160,6 +164,24 @@ def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def present_models(models: list[str]) -> list[str]:
+    """`models` without the local folders that do not exist yet (each named once); an error if none is left. Hub ids
+    and folders that exist pass through, to be checked like any other."""
+    missing = [m for m in models if _local(m) and not Path(m).expanduser().exists()]
+    if missing:
+        print(f"skip_missing: not evaluating {', '.join(missing)} (not there yet)")
+    present = [m for m in models if m not in missing]
+    if not present:
+        hint = " Run `make sft` (and `make rl`) to build the tiny default's checkpoints." \
+            if any("tiny" in m for m in missing) else ""
+        raise RecipeError(f"model_name_or_paths: none of {', '.join(missing)} exists.{hint}")
+    return present
+
+
+def _local(model: str) -> bool:
+    return model.startswith((".", "/", "~", "outputs")) or Path(model).expanduser().exists()
+
+
 def check_model(model: str) -> None:
     """Fail before any generation if `model` is a directory without weights or not a loadable model at all."""
     path = Path(model).expanduser()
@@ -168,7 +190,7 @@ def check_model(model: str) -> None:
             raise RecipeError(f"model_name_or_paths: {path} has no weights (*.safetensors or *.bin).")
         if not (path / "config.json").is_file():
             raise RecipeError(f"model_name_or_paths: {path} has no config.json.")
-    elif path.exists() or model.startswith((".", "/", "~", "outputs")):
+    elif _local(model):
         hint = " Run `make sft` (and `make rl` for outputs/tiny/grpo) to build the tiny default's checkpoints." \
             if "tiny" in model else ""
         raise RecipeError(f"model_name_or_paths: {model} is not a model directory.{hint}")
@@ -289,6 +311,8 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
     """
     if not config.model_name_or_paths:
         raise RecipeError("model_name_or_paths: give at least one checkpoint.")
+    if config.skip_missing:
+        config = replace(config, model_name_or_paths=present_models(config.model_name_or_paths))
     check_output_dir(config.output_dir,
                      "the cache, samples and report (a new path, or the folder of an evaluation to resume)")
     if backend_factory is not None and config.data_parallel_size > 1:
