@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 
 IGNORE_INDEX = -100
-# Logits per float32 scratch buffer of `teacher_gold_logprobs` (16 MiB: ~28 rows of a 152k vocabulary, a tenth of a
-# 256-token chunk's logits), large enough that each elementwise kernel still fills a GPU
+# Logits per float32 scratch buffer of `teacher_gold_logprobs` on the CPU (16 MiB: ~28 rows of a 152k vocabulary, a
+# tenth of a 256-token chunk's logits). On a GPU the whole chunk is one block: each block launches ~10 kernels, and
+# 28-row blocks made the H200 wait on the host (the teacher's temperature and log-prob took 158 ms a step instead of
+# 101, bench/results/profile-h200-onepass-head.json); a chunk's two buffers are what the chunk's logits already cost.
 SCRATCH_NUMEL = 2**22
 
 
@@ -149,7 +151,7 @@ def teacher_gold_logprobs(
     top_k: int = 512,
     tau_min: float = 1.1,
     low_entropy_threshold: float = 0.03,
-    scratch_numel: int = SCRATCH_NUMEL,
+    scratch_numel: int | None = None,
     **solve_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher side of the loss: `(..., V), (...) -> (q (...), tau (...), teacher entropy (...))` float32, no gradient.
@@ -159,7 +161,7 @@ def teacher_gold_logprobs(
     entropy is the full-vocabulary one, at temperature 1. Labels equal to -100 read token 0 (mask them after).
 
     One `topk` over the logits (which also gives each row's max), then one sweep over the vocabulary, `scratch_numel`
-    logits at a time (whole rows, at least one): `x = z - max` and `e = exp(x)` give `S = sum e` and the entropy
+    logits at a time (whole rows, at least one; default `SCRATCH_NUMEL` on the CPU, every row at once on a GPU): `x = z - max` and `e = exp(x)` give `S = sum e` and the entropy
     `log S - sum(e * x) / S`, then `q = (z_y - max) / tau - log sum exp(x / tau)`. The two `(rows, V)` float32
     scratch buffers are the only full-vocabulary memory besides the logits, which stay in their own dtype.
     """
@@ -175,6 +177,8 @@ def teacher_gold_logprobs(
             peak = z.amax(dim=-1).float()  # no top-k: the temperature is known
         gold = z.gather(-1, labels.reshape(-1, 1).clamp(min=0)).squeeze(-1).float() - peak  # (N,), <= 0
         q, tau, entropy = (torch.empty_like(peak) for _ in range(3))
+        if scratch_numel is None:
+            scratch_numel = SCRATCH_NUMEL if z.device.type == "cpu" else z.numel()
         rows = max(1, scratch_numel // vocab)
         # Allocated once and reused: fresh (rows, V) buffers per block would be returned to and taken from the
         # allocator on every block (on the CPU, large ones are new pages each time)
