@@ -11,11 +11,13 @@ import resource
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
+import curiosft_trl
 from curiosft_trl.sft.config import CurioSFTConfig
 from curiosft_trl.sft.trainer import CurioSFTTrainer
 from curiosft_trl.tiny.tokenizer import build_tokenizer
@@ -141,7 +143,8 @@ def main() -> None:
     else:
         peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
     result = {"sft_loss": opts.sft_loss, "step_s": sum(steady) / len(steady), "steady_step_s": steady,
-              "peak_bytes": peak, "memory": kind, "model_bytes": teacher_bytes, "arch": opts.arch}
+              "peak_bytes": peak, "memory": kind, "model_bytes": teacher_bytes, "arch": opts.arch,
+              "library": str(Path(curiosft_trl.__file__).parent)}  # which checkout's code ran (sft_bench --baseline)
     if profiler:
         result["profile"] = profiler.table()
     json.dump(result, sys.stdout)

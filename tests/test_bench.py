@@ -19,3 +19,18 @@ def test_the_sft_bench_quick_mode_reports_both_arms():
     # the teacher is a copy of the model: its bytes are the model's parameters (fp32 here)
     assert result["teacher_bytes"] > 0 and result["memory_ratio"] > 0
     assert "ratio" in out and "curiosft / (nll + teacher)" in out
+
+
+def test_a_baseline_checkout_runs_as_a_third_alternating_arm(tmp_path):
+    """`--baseline SRC`: CurioSFT imported from another checkout's src/ (here a copy of this one), in the same run."""
+    import shutil
+
+    shutil.copytree(BENCH.parents[1] / "src" / "curiosft_trl", tmp_path / "src" / "curiosft_trl")
+    out = subprocess.run([sys.executable, str(BENCH), "--quick", "--baseline", str(tmp_path / "src")],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    assert set(result["step_s"]) == {"nll", "curiosft", "curiosft@baseline"}
+    assert result["library"]["curiosft@baseline"] == str(tmp_path / "src" / "curiosft_trl")
+    assert result["library"]["curiosft"] == str(BENCH.parents[1] / "src" / "curiosft_trl")
+    low, high = result["baseline_ratio_range"]
+    assert 0 < low <= result["baseline_ratio_median"] <= high and "baseline    curiosft" in out
