@@ -25,8 +25,9 @@ from curiosft_trl.evaluation.stats import (
     t975,
 )
 from curiosft_trl.sft.losses import entropy_from_logits
-from curiosft_trl.study.claims import cli_flags, load_claims_config, prepare_split
+from curiosft_trl.study.claims import load_claims_config, prepare_split
 from curiosft_trl.study.report import verdicts
+from curiosft_trl.study.runs import cli_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SYSTEM = "Reason in <think>, answer in \\boxed{}."
@@ -149,7 +150,7 @@ def write_recipe(path: Path, **changes) -> Path:
 @pytest.mark.parametrize("changes, message", [
     ({"arms": {"nll": {"sft_loss": "nll", "learning_rate": 1e-3, "seeds": [1]}}}, "cannot differ between arms"),
     ({"sft": {"sft_loss": "curiosft"}}, "are loss fields"),
-    ({"sft": {"output_dir": "x"}}, "set by the claims recipe itself"),
+    ({"sft": {"output_dir": "x"}}, "are set by the study itself"),
     ({"arms": {"nll": {"sft_loss": "nll", "seeds": [1], "checkpoints": ["a"]}}}, "give either `seeds`"),
     ({"arms": {"nll": {"sft_loss": "nll", "seeds": ["one"]}}}, "expected a list of integers"),
     ({"default_arms": ["nll", "dft"]}, "default_arms: dft not in arms"),

@@ -18,7 +18,7 @@ from curiosft_trl.cli import claims as claims_cli
 from curiosft_trl.cli import eval as eval_cli
 from curiosft_trl.cli import rl as rl_cli
 from curiosft_trl.cli import sft as sft_cli
-from curiosft_trl.study.claims import cli_flags
+from curiosft_trl.study.runs import cli_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" not in p.parts)

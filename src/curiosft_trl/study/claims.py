@@ -20,13 +20,11 @@ Steps, each resumable and skipped when done (`output_dir` keeps everything):
 import dataclasses
 import json
 import random
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError, RecipeError, check_output_dir
+from .runs import Arm, check_shared, cli_flags, parse_arms, run_stage
 
 RECIPE_KEYS = {"base", "sft_recipe", "output_dir", "dataset_name", "dataset_split", "heldout_dataset_name",
                "system_prompt", "max_length", "train_rows", "heldout_rows", "split_seed", "buckets",
@@ -35,29 +33,6 @@ ARM_KEYS = {"seeds", "checkpoints"}
 # what `sft:` may not set: the claims recipe owns them (one value for every arm, recorded in the split)
 OWNED_SFT_KEYS = {"model_name_or_path", "dataset_name", "output_dir", "seed", "max_length", "system_prompt",
                   "max_train_samples", "fresh_start"}
-
-
-def loss_fields() -> set[str]:
-    """The `CurioSFTConfig` fields that TRL's `SFTConfig` does not have: what an arm may set."""
-    from trl import SFTConfig
-
-    from ..sft.config import CurioSFTConfig
-
-    return {f.name for f in dataclasses.fields(CurioSFTConfig)} - {f.name for f in dataclasses.fields(SFTConfig)}
-
-
-@dataclass
-class Arm:
-    name: str
-    loss: dict  # loss fields passed to `curiosft-sft` for this arm
-    seeds: list[int] = field(default_factory=list)
-    checkpoints: list[str] = field(default_factory=list)  # evaluate as given instead of training
-
-    def runs(self, output_dir: Path) -> list[tuple[str, Path]]:
-        """`(run name, model folder)` for each seed (or given checkpoint)."""
-        if self.checkpoints:
-            return [(f"{self.name}-{i + 1}", Path(c)) for i, c in enumerate(self.checkpoints)]
-        return [(f"{self.name}-seed{s}", output_dir / "runs" / self.name / f"seed{s}") for s in self.seeds]
 
 
 @dataclass
@@ -103,26 +78,9 @@ def load_claims_config(path: str, overrides: dict | None = None) -> ClaimsConfig
     for key in ("base", "sft_recipe", "output_dir", "dataset_name", "arms"):
         if not raw.get(key):
             raise RecipeError(f"{path}: `{key}` is required.")
-    sft = raw.get("sft") or {}
-    if not isinstance(sft, dict):
-        raise RecipeError(f"{path}: sft: expected a mapping of SFT field: value.")
-    owned = sorted(set(sft) & OWNED_SFT_KEYS)
-    if owned:
-        raise RecipeError(f"{path}: sft: {', '.join(owned)} are set by the claims recipe itself (top-level keys), "
-                          "the same for every arm.")
-    allowed = loss_fields()
-    leaked = sorted(set(sft) & allowed)
-    if leaked:
-        raise RecipeError(f"{path}: sft: {', '.join(leaked)} are loss fields: set them per arm, under `arms:`.")
-    if not isinstance(raw["arms"], dict):
-        raise RecipeError(f"{path}: arms: expected a mapping of arm name: {{sft_loss: ..., seeds: [...]}}.")
+    sft = check_shared(path, "sft", raw.get("sft"), OWNED_SFT_KEYS)
     arms = {}
-    for name, spec in raw["arms"].items():
-        spec = dict(spec or {})
-        bad = sorted(set(spec) - allowed - ARM_KEYS)
-        if bad:
-            raise RecipeError(f"{path}: arms.{name}: {', '.join(bad)} cannot differ between arms: an arm sets only "
-                              f"loss fields ({', '.join(sorted(allowed))}) and `seeds` or `checkpoints`.")
+    for name, spec in parse_arms(path, raw["arms"], ARM_KEYS).items():
         seeds, checkpoints = spec.pop("seeds", None), spec.pop("checkpoints", None)
         if bool(seeds) == bool(checkpoints):
             raise RecipeError(f"{path}: arms.{name}: give either `seeds` (a list of integers: train) or `checkpoints` "
@@ -148,16 +106,6 @@ def sft_settings(cfg: ClaimsConfig, arm: Arm) -> dict:
     from ..recipe import read_recipe
 
     return {**read_recipe(cfg.sft_recipe), **cfg.sft, **arm.loss}
-
-
-def cli_flags(settings: dict) -> list[str]:
-    """`{"learning_rate": 5e-5, "bf16": True}` -> `["--learning_rate", "5e-05", "--bf16", "true"]`."""
-    flags = []
-    for key, value in settings.items():
-        if isinstance(value, (dict, list)):
-            raise RecipeError(f"{key}: a claims recipe passes scalar SFT fields only, got {value!r}.")
-        flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return flags
 
 
 # ------------------------------------------------------------------------------------------------------- the split
@@ -243,34 +191,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def train_arm(cfg: ClaimsConfig, arm: Arm, seed: int, run_dir: Path, progress: str) -> float | None:
-    """Train one arm and seed with `curiosft-sft` in its own process (so one run's memory and threads never leak into
-    the next); returns the wall time in seconds, or None when the run had already finished."""
-    from ..checkpoints import finished_step
-
-    settings = sft_settings(cfg, arm)
-    if finished_step(run_dir, int(settings.get("max_steps", -1)), float(settings.get("num_train_epochs", 3.0))):
-        print(f"{progress} {arm.name} seed {seed}: finished earlier ({run_dir})", flush=True)
-        return None
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "train.log"
-    print(f"{progress} {arm.name} seed {seed}: training (log: {log})", flush=True)
+    """One arm and seed with `curiosft-sft` (`runs.run_stage`); the wall time in seconds, None if finished earlier."""
     data = Path(cfg.output_dir) / "data" / "train.jsonl"
-    import torch
-
-    # transformers refuses `bf16: true` without a GPU unless told to use the CPU: where there is none, say so
-    on_cpu = [] if torch.cuda.is_available() or "use_cpu" in cfg.sft else ["--use_cpu", "true"]
-    command = [sys.executable, "-m", "curiosft_trl.cli.sft", "--config", cfg.sft_recipe,
-               *cli_flags({**cfg.sft, **arm.loss}),
-               "--model_name_or_path", cfg.base, "--dataset_name", str(data), "--output_dir", str(run_dir),
-               "--seed", str(seed), "--max_length", str(cfg.max_length), *on_cpu]
-    start = time.perf_counter()
-    with log.open("a") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"{arm.name} seed {seed}: curiosft-sft failed (exit {result.returncode}); the end of "
-                           f"{log}:\n{tail}")
-    return time.perf_counter() - start
+    flags = [*cli_flags({**cfg.sft, **arm.loss}), "--model_name_or_path", cfg.base, "--dataset_name", str(data),
+             "--seed", str(seed), "--max_length", str(cfg.max_length)]
+    return run_stage("sft", cfg.sft_recipe, sft_settings(cfg, arm), flags, run_dir, f"{progress} {arm.name} seed {seed}")
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation

@@ -1,0 +1,108 @@
+"""What the studies are made of: arms that differ only in the loss, and one ordinary CLI run per arm, seed and stage.
+
+An arm sets only loss fields (`sft_loss` and the CurioSFT/baseline fields that TRL's `SFTConfig` does not have), so
+arms differ in the loss and nothing else, by construction. Each run is `curiosft-sft` or `curiosft-rl` in its own
+process (one run's memory and threads never leak into the next), logging to `train.log` in its folder, and is
+skipped when its folder already holds the finished run: a study resumes where it stopped.
+"""
+
+import dataclasses
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RecipeError
+
+
+def loss_fields() -> set[str]:
+    """The `CurioSFTConfig` fields that TRL's `SFTConfig` does not have: what an arm may set."""
+    from trl import SFTConfig
+
+    from ..sft.config import CurioSFTConfig
+
+    return {f.name for f in dataclasses.fields(CurioSFTConfig)} - {f.name for f in dataclasses.fields(SFTConfig)}
+
+
+@dataclass
+class Arm:
+    name: str
+    loss: dict  # loss fields passed to `curiosft-sft` for this arm
+    seeds: list[int] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)  # evaluate as given instead of training
+
+    def runs(self, output_dir: Path) -> list[tuple[str, Path]]:
+        """`(run name, model folder)` for each seed (or given checkpoint)."""
+        if self.checkpoints:
+            return [(f"{self.name}-{i + 1}", Path(c)) for i, c in enumerate(self.checkpoints)]
+        return [(f"{self.name}-seed{s}", output_dir / "runs" / self.name / f"seed{s}") for s in self.seeds]
+
+
+def parse_arms(source: str, arms: dict, allowed_extra: set[str]) -> dict[str, dict]:
+    """Check `arms:` (name -> fields) of a study recipe: each arm sets only loss fields and `allowed_extra`."""
+    if not isinstance(arms, dict) or not arms:
+        raise RecipeError(f"{source}: arms: expected a mapping of arm name: {{sft_loss: ..., ...}}.")
+    allowed = loss_fields()
+    checked = {}
+    for name, spec in arms.items():
+        spec = dict(spec or {})
+        bad = sorted(set(spec) - allowed - allowed_extra)
+        if bad:
+            raise RecipeError(f"{source}: arms.{name}: {', '.join(bad)} cannot differ between arms: an arm sets only "
+                              f"loss fields ({', '.join(sorted(allowed))})"
+                              + (f" and {' or '.join(f'`{k}`' for k in sorted(allowed_extra))}." if allowed_extra
+                                 else "."))
+        checked[name] = spec
+    return checked
+
+
+def check_shared(source: str, key: str, settings, owned: set[str]) -> dict:
+    """A recipe's shared `key:` settings: a mapping, without loss fields or the keys the study sets itself."""
+    settings = settings or {}
+    if not isinstance(settings, dict):
+        raise RecipeError(f"{source}: {key}: expected a mapping of field: value.")
+    taken = sorted(set(settings) & owned)
+    if taken:
+        raise RecipeError(f"{source}: {key}: {', '.join(taken)} are set by the study itself, the same for every arm.")
+    leaked = sorted(set(settings) & loss_fields())
+    if leaked:
+        raise RecipeError(f"{source}: {key}: {', '.join(leaked)} are loss fields: set them per arm, under `arms:`.")
+    return settings
+
+
+def cli_flags(settings: dict) -> list[str]:
+    """`{"learning_rate": 5e-5, "bf16": True}` -> `["--learning_rate", "5e-05", "--bf16", "true"]`."""
+    flags = []
+    for key, value in settings.items():
+        if isinstance(value, (dict, list)):
+            raise RecipeError(f"{key}: a study passes scalar fields only, got {value!r}.")
+        flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
+
+
+def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir: Path, label: str) -> float | None:
+    """`curiosft-<stage> --config recipe FLAGS --output_dir run_dir` in its own process, unless `run_dir` already holds
+    the finished run (`settings`: the run's resolved fields, for its step count). Returns the wall time in seconds,
+    or None for a run that had finished earlier; a failed run is a `RuntimeError` quoting the end of its log."""
+    import torch
+
+    from ..checkpoints import finished_step
+
+    if finished_step(run_dir, int(settings.get("max_steps", -1)), float(settings.get("num_train_epochs", 3.0))):
+        print(f"{label}: finished earlier ({run_dir})", flush=True)
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "train.log"
+    print(f"{label}: training (log: {log})", flush=True)
+    # transformers refuses `bf16: true` without a GPU unless told to use the CPU: where there is none, say so
+    on_cpu = [] if torch.cuda.is_available() or "use_cpu" in settings else ["--use_cpu", "true"]
+    command = [sys.executable, "-m", f"curiosft_trl.cli.{stage}", "--config", recipe, *flags,
+               "--output_dir", str(run_dir), *on_cpu]
+    start = time.perf_counter()
+    with log.open("a") as out:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{label}: curiosft-{stage} failed (exit {result.returncode}); the end of {log}:\n{tail}")
+    return time.perf_counter() - start
