@@ -47,7 +47,7 @@ base_for = $(if $(findstring recipes/tiny/,$(1)),tiny,$(if $(findstring recipes/
 
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny smol sft rl eval claims data test bench gpu-check clean
+.PHONY: install tiny smol sft rl eval claims study data test bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -90,6 +90,12 @@ eval: install
 claims: RECIPE ?= recipes/tiny/claims.yaml
 claims: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
 	$(BIN)/curiosft-claims --config $(RECIPE) $(if $(ARMS),--arms $(ARMS)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+
+# The paper's whole experiment: every arm x seed through SFT, the same GRPO and evaluation, then one report with a
+# verdict per claim. ARMS=all adds every arm the recipe lists; SEEDS=1,2 replaces the seeds; resumable.
+study: RECIPE ?= recipes/tiny/study.yaml
+study: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
+	$(BIN)/curiosft-study --config $(RECIPE) $(if $(ARMS),--arms $(ARMS)) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 # Every benchmark at its pinned hub revision, in the layout `data_dir:` reads (offline evaluation; GPQA: HF_TOKEN)
 DATA_DIR ?= outputs/benchmarks

@@ -26,7 +26,7 @@ from curiosft_trl.evaluation.stats import (
 )
 from curiosft_trl.sft.losses import entropy_from_logits
 from curiosft_trl.study.claims import load_claims_config, prepare_split
-from curiosft_trl.study.report import verdicts
+from curiosft_trl.study.claims_report import verdicts
 from curiosft_trl.study.runs import cli_flags
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ from curiosft_trl.cli import claims as claims_cli
 from curiosft_trl.cli import eval as eval_cli
 from curiosft_trl.cli import rl as rl_cli
 from curiosft_trl.cli import sft as sft_cli
+from curiosft_trl.cli import study as study_cli
 from curiosft_trl.study.runs import cli_flags
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,8 +26,8 @@ RECIPES = sorted(p for p in (ROOT / "recipes").rglob("*.yaml") if "accelerate" n
 # "auto", and None (transformers 5's `from_pretrained` default is "auto"): the checkpoint's own dtype, bf16 for every
 # Qwen2.5 release. An unset recipe field is ModelConfig's "float32".
 LOW_PRECISION = ("bfloat16", "float16", "auto", None)
-COMMAND_STARTS = ("make sft", "make rl", "make eval", "make claims", "accelerate launch", "curiosft-sft",
-                  "curiosft-rl", "curiosft-eval", "curiosft-claims")
+COMMAND_STARTS = ("make sft", "make rl", "make eval", "make claims", "make study", "accelerate launch", "curiosft-sft",
+                  "curiosft-rl", "curiosft-eval", "curiosft-claims", "curiosft-study")
 
 
 def rel(path: Path) -> str:
@@ -34,7 +35,7 @@ def rel(path: Path) -> str:
 
 
 def stage(recipe: Path) -> str:
-    for prefix, name in (("eval", "eval"), ("grpo", "rl"), ("claims", "claims")):
+    for prefix, name in (("eval", "eval"), ("grpo", "rl"), ("claims", "claims"), ("study", "study")):
         if recipe.name.startswith(prefix):
             return name
     return "sft"
@@ -100,6 +101,13 @@ def parse(recipe: Path, overrides: list[str] = ()):
         cfg = claims_cli.load_config(claims_cli.parse_args(argv))
         for arm in cfg.arms.values():
             parse(ROOT / cfg.sft_recipe, cli_flags({**cfg.sft, **arm.loss}))
+        return cfg
+    if stage(recipe) == "study":  # the study recipe, then each stage's recipe as every arm runs it
+        cfg = study_cli.load_config(study_cli.parse_args(argv))
+        for arm in cfg.arms.values():
+            parse(ROOT / cfg.sft_recipe, cli_flags({**cfg.sft, **arm.loss}))
+        parse(ROOT / cfg.rl_recipe, cli_flags(cfg.rl))
+        parse(ROOT / cfg.eval_recipe, cli_flags(cfg.eval))
         return cfg
     if yaml.safe_load(recipe.read_text()).get("bf16"):
         argv += ["--bf16", "false"]

@@ -14,7 +14,7 @@ Steps, each resumable and skipped when done (`output_dir` keeps everything):
    `heldout_dataset_name`). `split.json` records the counts.
 2. `runs/<arm>/seed<k>/`: one ordinary `curiosft-sft` run per arm and seed (its own process, log in `train.log`).
 3. `tokens/<arm>-seed<k>.pt` (and `base.pt`): teacher-forced entropy and NLL of every held-out completion token.
-4. `report.md`, `report.json`, `entropy_by_bucket.png` (`study.report`).
+4. `report.md`, `report.json`, `entropy_by_bucket.png` (`study.claims_report`).
 """
 
 import dataclasses
@@ -201,18 +201,18 @@ def train_arm(cfg: ClaimsConfig, arm: Arm, seed: int, run_dir: Path, progress: s
 # ------------------------------------------------------------------------------------------------------ evaluation
 
 
-def scored_tokens(cfg: ClaimsConfig, name: str, model_dir: Path, encoded) -> dict:
-    """`tokens/<name>.pt`: the teacher-forced stats of `model_dir` on the held-out rows (computed once)."""
+def scored_tokens(path: Path, model_dir: Path, encoded, batch_size: int) -> dict:
+    """The teacher-forced stats (`evaluation.entropy.token_stats`) of `model_dir` on `encoded` rows, computed once
+    and kept in `path`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from ..evaluation.entropy import token_stats
 
-    path = Path(cfg.output_dir) / "tokens" / f"{name}.pt"
     if path.is_file():
         return torch.load(path)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    stats = token_stats(model, encoded, batch_size=cfg.eval_batch_size)
+    stats = token_stats(model, encoded, batch_size=batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
     torch.save(stats, tmp)
@@ -223,7 +223,7 @@ def scored_tokens(cfg: ClaimsConfig, name: str, model_dir: Path, encoded) -> dic
 def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
     """Split, train, score and report; returns the report (`study.report.claims_report`)."""
     from ..evaluation.entropy import encode_heldout
-    from .report import claims_report, write_claims_report
+    from .claims_report import claims_report, write_claims_report
 
     out = Path(cfg.output_dir)
     check_output_dir(cfg.output_dir, "the claims study (data split, runs, token statistics, report)")
@@ -257,7 +257,7 @@ def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
     stats = {}
     for i, (name, model_dir) in enumerate(runs):
         print(f"[score {i + 1}/{len(runs)}] {name}: teacher-forced on {len(encoded)} held-out rows", flush=True)
-        stats[name] = scored_tokens(cfg, name, model_dir, encoded)
+        stats[name] = scored_tokens(out / "tokens" / f"{name}.pt", model_dir, encoded, cfg.eval_batch_size)
     report = claims_report(cfg, arms, stats, split, timings)
     write_claims_report(report, out)
     return report

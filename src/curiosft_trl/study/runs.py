@@ -72,12 +72,16 @@ def check_shared(source: str, key: str, settings, owned: set[str]) -> dict:
 
 
 def cli_flags(settings: dict) -> list[str]:
-    """`{"learning_rate": 5e-5, "bf16": True}` -> `["--learning_rate", "5e-05", "--bf16", "true"]`."""
+    """`{"learning_rate": 5e-5, "bf16": True, "pass_k": [1, 2]}` ->
+    `["--learning_rate", "5e-05", "--bf16", "true", "--pass_k", "1", "2"]`."""
+    def text(value) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
     flags = []
     for key, value in settings.items():
-        if isinstance(value, (dict, list)):
-            raise RecipeError(f"{key}: a study passes scalar fields only, got {value!r}.")
-        flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        if isinstance(value, dict):
+            raise RecipeError(f"{key}: a study passes fields and lists, not mappings; got {value!r}.")
+        flags += [f"--{key}", *([text(v) for v in value] if isinstance(value, list) else [text(value)])]
     return flags
 
 

@@ -1,0 +1,109 @@
+"""`make study` (curiosft-study): the recipe's fairness checks, the verdict rules, and a reduced study end to end on an
+untrained tiny model (one seed, a few steps): the report's structure, not its verdicts."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curiosft_trl.errors import RecipeError
+from curiosft_trl.evaluation.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, mean_ci
+from curiosft_trl.study.study import load_study_config
+from curiosft_trl.study.study_report import study_verdicts
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SYSTEM = "Reason in <think>, answer in \\boxed{}."
+
+
+def write_recipe(path: Path, **changes) -> Path:
+    recipe = yaml.safe_load((ROOT / "recipes" / "tiny" / "study.yaml").read_text())
+    recipe.update(changes)
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"arms": {"nll": {"sft_loss": "nll", "learning_rate": 1e-3}}}, "cannot differ between arms"),
+    ({"arms": {"nll": {"sft_loss": "nll", "seeds": [1]}}}, "cannot differ between arms"),
+    ({"rl": {"sft_loss": "nll"}}, "rl: sft_loss are loss fields"),
+    ({"rl": {"model_name_or_path": "x"}}, "rl: model_name_or_path are set by the study itself"),
+    ({"eval": {"model_name_or_paths": ["x"]}}, "eval: model_name_or_paths are set by the study itself"),
+    ({"seeds": [1, "2"]}, "seeds: expected a list of integers"),
+    ({"rl_recipe": "recipes/tiny/nope.yaml"}, "rl_recipe: recipes/tiny/nope.yaml is not a file"),
+    ({"default_arms": ["dft"]}, "default_arms: dft not in arms"),
+])
+def test_a_study_whose_arms_could_differ_in_more_than_the_loss_is_refused(changes, message, tmp_path):
+    with pytest.raises(RecipeError, match="study.yaml") as e:
+        load_study_config(str(write_recipe(tmp_path / "study.yaml", **changes)))
+    assert message in str(e.value)
+
+
+def test_seeds_and_arms_come_from_the_recipe_or_the_command_line():
+    cfg = load_study_config(str(ROOT / "recipes" / "tiny" / "study.yaml"))
+    assert [(a.name, a.seeds) for a in cfg.selected(None, None)] == [("nll", [1, 2, 3]), ("curiosft", [1, 2, 3])]
+    assert [a.seeds for a in cfg.selected("all", [4])] == [[4]] * 6
+
+
+def _diff(entropy, forks, concentration, sft_avg, sft_pass, grpo_avg):
+    return {"sft": {"entropy": mean_ci(entropy), "entropy_by_bucket": [mean_ci([0.0] * 3), mean_ci(forks)],
+                    "forks_minus_determined": mean_ci(concentration), "avg": mean_ci(sft_avg),
+                    "pass": {16: mean_ci(sft_pass)}},
+            "grpo": {"avg": mean_ci(grpo_avg)}}
+
+
+def test_each_claim_is_read_from_its_paired_interval():
+    up, down, mixed = [0.20, 0.21, 0.22], [-0.20, -0.21, -0.22], [-0.2, 0.3, 0.0]
+    none = {"curiosft_fixed_tau": None, "curiosft_live_teacher": None}
+    v = study_verdicts(_diff(up, up, up, mixed, up, up), none, 16)
+    assert [v[f"claim_{i}"] for i in range(1, 5)] == [HOLDS, HOLDS, HOLDS, HOLDS]
+    assert v["claim_5"].startswith(INCONCLUSIVE) and "needs --arms all" in v["claim_5"]
+    # coverage up but accuracy down: claim 3 does not hold; GRPO lower: claim 4 does not hold
+    v = study_verdicts(_diff(up, up, up, down, up, down), none, 16)
+    assert (v["claim_3"], v["claim_4"]) == (DOES_NOT_HOLD, DOES_NOT_HOLD)
+    ablations = {"curiosft_fixed_tau": {"grpo": {"avg": mean_ci(up)}},
+                 "curiosft_live_teacher": {"grpo": {"avg": mean_ci(mixed)}}}
+    assert study_verdicts(_diff(up, up, up, up, up, up), ablations, 16)["claim_5"] == INCONCLUSIVE
+    ablations["curiosft_live_teacher"] = {"grpo": {"avg": mean_ci(up)}}
+    assert study_verdicts(_diff(up, up, up, up, up, up), ablations, 16)["claim_5"] == HOLDS
+    assert study_verdicts(None, ablations, 16)["claim_1"].startswith(INCONCLUSIVE)
+
+
+def test_a_reduced_study_runs_end_to_end_and_resumes(tiny_model_dir, tiny_sft_file, tmp_path):
+    from curiosft_trl.tiny.task import make_split, write_jsonl
+
+    data = tmp_path / "data"
+    write_jsonl(make_split("test", n=8, seed=3, strategy="canonical", levels=(1, 2)), data / "test.jsonl")
+    rl = write_jsonl(make_split("train", n=16, seed=2, strategy="canonical", levels=(1,)), data / "rl_train.jsonl")
+    recipe = write_recipe(
+        tmp_path / "study.yaml", base=str(tiny_model_dir), output_dir=str(tmp_path / "out"), seeds=[1],
+        heldout_dataset_name=str(data / "test.jsonl"),
+        sft={"dataset_name": str(tiny_sft_file), "max_steps": 2, "per_device_train_batch_size": 8, "save_steps": 1},
+        rl={"dataset_name": str(rl), "max_steps": 1, "per_device_train_batch_size": 8, "num_generations": 4,
+            "max_completion_length": 24, "save_steps": 1},
+        eval={"backend": "transformers", "n_samples": 4, "pass_k": [1, 2, 3, 4], "max_new_tokens": 24,
+              "tiny_data_dir": str(data), "plots": False})
+    command = [sys.executable, "-m", "curiosft_trl.cli.study", "--config", str(recipe)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["arms"]) == {"nll", "curiosft"} and set(report["paired"]) == {"curiosft"}
+    assert report["benchmark"] == "tiny" and report["n_samples"] == 4 and report["ks"] == [1, 2, 3, 4]
+    assert report["levels"] == [1, 2]
+    for arm in report["arms"].values():
+        assert set(arm["sft"]) >= {"entropy", "entropy_forks", "entropy_determined", "avg", "pass", "levels"}
+        assert set(arm["grpo"]["pass"]) == {"1", "2", "3", "4"} and set(arm["grpo"]["levels"]) == {"1", "2"}
+        assert arm["grpo"]["reward_curve"] and 0 <= arm["grpo"]["avg"]["mean"] <= 1
+    assert set(report["verdicts"]) == {f"claim_{i}" for i in range(1, 6)}
+    assert set(report["timings_s"]) == {"nll-seed1-sft", "nll-seed1-grpo", "curiosft-seed1-sft", "curiosft-seed1-grpo"}
+    text = (out / "report.md").read_text()
+    assert "**Claim 5**" in text and "| curiosft | 1 |" in text and "avg@4 by level after GRPO" in text
+    for stage in ("sft", "grpo"):  # ordinary runs a user can open
+        assert (out / "runs" / "curiosft" / "seed1" / stage / "config.json").is_file()
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert again.returncode == 0 and again.stdout.count("finished earlier") == 4
+    assert json.loads((out / "report.json").read_text())["runs"] == report["runs"]  # nothing retrained or redrawn
