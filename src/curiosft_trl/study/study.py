@@ -140,7 +140,7 @@ def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
 
     from ..evaluation.cache import atomic_write_text
     from ..evaluation.entropy import encode_heldout
-    from ..recipe import check_model_path
+    from ..recipe import check_model_path, read_recipe
     from ..sft.data import load_sft_dataset
     from .claims import scored_tokens
     from .study_report import study_report, write_study_report
@@ -160,6 +160,9 @@ def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
     results = evaluate_all(cfg, models)
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+    template = {**read_recipe(cfg.sft_recipe), **cfg.sft}.get("chat_template_path")
+    if template:  # score the very token sequences SFT trained on
+        tokenizer.chat_template = Path(template).read_text()
     encoded = encode_heldout(tokenizer, heldout)
     stats = {"base": scored_tokens(out / "tokens" / "base.pt", Path(cfg.base), encoded, cfg.eval_batch_size)}
     for i, (name, (sft_dir, _)) in enumerate(runs.items()):
