@@ -36,7 +36,7 @@ TINY_SYSTEM = "Reason in <think>, answer in \\boxed{}."
 
 
 def test_the_interval_uses_students_t_for_few_seeds():
-    assert (t975(1), t975(2), t975(30), t975(31)) == (12.706, 4.303, 2.042, 1.96)
+    assert (t975(1), t975(2), t975(30), t975(31), t975(1000)) == (12.706, 4.303, 2.042, 2.042, 2.042)
     ci = mean_ci([1.0, 2.0, 3.0])  # sd 1, n 3
     assert ci["mean"] == 2.0 and ci["n"] == 3
     assert ci["hi"] - ci["mean"] == pytest.approx(4.303 / math.sqrt(3))
@@ -62,15 +62,15 @@ def test_a_verdict_is_read_from_the_interval(values, verdict):
     assert sign_verdict(mean_ci(values)) == verdict
 
 
-def _paired(entropy, forks, forks_minus_determined):
-    return {"entropy": mean_ci(entropy), "entropy_by_bucket": [mean_ci([0.0, 0.0, 0.0]), mean_ci(forks)],
-            "forks_minus_determined": mean_ci(forks_minus_determined)}
+def _paired(entropy, forks, forks_vs_determined):
+    return {"entropy": mean_ci(entropy), "log_ratio_by_bucket": [mean_ci([0.0, 0.0, 0.0]), mean_ci(forks)],
+            "forks_vs_determined": mean_ci(forks_vs_determined)}
 
 
 def test_claim_2_needs_more_extra_entropy_at_forks_than_at_determined_tokens():
     up, down, mixed = [0.20, 0.21, 0.22], [-0.20, -0.21, -0.22], [-0.2, 0.3, 0.0]
     assert verdicts(_paired(up, up, up)) == {"claim_1": HOLDS, "claim_2": HOLDS}
-    # higher entropy everywhere alike (an entropy bonus's signature): claim 1 holds, claim 2 is not shown
+    # entropy up by the same factor everywhere (an entropy bonus's signature): claim 1 holds, claim 2 is not shown
     assert verdicts(_paired(up, up, mixed))["claim_2"] == INCONCLUSIVE
     assert verdicts(_paired(up, up, down))["claim_2"] == DOES_NOT_HOLD
     assert verdicts(_paired(down, down, up)) == {"claim_1": DOES_NOT_HOLD, "claim_2": DOES_NOT_HOLD}
@@ -152,7 +152,7 @@ def write_recipe(path: Path, **changes) -> Path:
     ({"sft": {"sft_loss": "curiosft"}}, "are loss fields"),
     ({"sft": {"output_dir": "x"}}, "are set by the study itself"),
     ({"arms": {"nll": {"sft_loss": "nll", "seeds": [1], "checkpoints": ["a"]}}}, "give either `seeds`"),
-    ({"arms": {"nll": {"sft_loss": "nll", "seeds": ["one"]}}}, "expected a list of integers"),
+    ({"arms": {"nll": {"sft_loss": "nll", "seeds": ["one"]}}}, "expected a non-empty list of integers"),
     ({"default_arms": ["nll", "dft"]}, "default_arms: dft not in arms"),
     ({"train_rows": 0}, "train_rows: expected a positive integer"),
     ({"epochs": 3}, "unknown key(s) epochs"),
@@ -199,7 +199,7 @@ def test_the_split_is_disjoint_fits_max_length_and_is_never_silently_replaced(ti
     assert prepare_split(cfg, tokenizer) == split  # kept
     with pytest.raises(RecipeError, match="other settings \\(train_rows\\)"):
         prepare_split(load_claims_config(str(recipe), {"train_rows": 31}), tokenizer)
-    with pytest.raises(DataError, match="fit max_length 125 in full; the split needs 200"):
+    with pytest.raises(DataError, match="fit max_length 125 in full; the split needs 200 from it"):
         prepare_split(load_claims_config(str(recipe), {"train_rows": 190, "output_dir": str(tmp_path / "o2")}),
                       tokenizer)
 
@@ -258,3 +258,68 @@ def test_bad_claims_input_is_one_line_before_any_model_loads(tmp_path):
     assert result.returncode == 2 and "--seeds: expected comma-separated integers" in result.stderr
     result = run_claims_cli("--config", str(ROOT / "recipes" / "tiny" / "claims.yaml"), "--checkpoints", "nll")
     assert result.returncode == 2 and "--checkpoints: expected ARM=DIR" in result.stderr
+
+
+def test_claim_2_is_relative_so_an_entropy_bonus_that_scales_every_token_alike_does_not_pass():
+    from curiosft_trl.study.claims_report import entropy_pairs
+
+    def run(by_bucket):
+        return {"entropy": sum(by_bucket) / len(by_bucket), "entropy_by_bucket": by_bucket}
+
+    ref = [run([0.05 + s / 100, 1.0, 2.0 + s / 10]) for s in range(3)]
+    bonus = [run([2 * h for h in r["entropy_by_bucket"]]) for r in ref]  # x2 everywhere: +0.1 nats vs +4 at forks
+    forks_only = [run([r["entropy_by_bucket"][0], 1.1, r["entropy_by_bucket"][2] * (1.3 + s / 100)])
+                  for s, r in enumerate(ref)]
+    scaled = verdicts(entropy_pairs(bonus, ref))
+    assert scaled["claim_1"] == HOLDS and scaled["claim_2"] == INCONCLUSIVE
+    assert entropy_pairs(bonus, ref)["forks_vs_determined"]["mean"] == pytest.approx(0, abs=1e-12)
+    assert verdicts(entropy_pairs(forks_only, ref)) == {"claim_1": HOLDS, "claim_2": HOLDS}
+
+
+def test_duplicate_seeds_or_checkpoints_are_refused(tmp_path):
+    recipe = write_recipe(tmp_path / "claims.yaml", arms={"nll": {"sft_loss": "nll", "seeds": [1, 1]}})
+    with pytest.raises(RecipeError, match="arms.nll.seeds: 1 given more than once"):
+        load_claims_config(str(recipe))
+    with pytest.raises(RecipeError, match="--seeds: 2 given more than once"):
+        load_claims_config(str(ROOT / "recipes" / "tiny" / "claims.yaml")).selected(None, [2, 2])
+    with pytest.raises(RecipeError, match="arms.nll: expected a mapping of loss fields"):
+        load_claims_config(str(write_recipe(tmp_path / "c2.yaml", arms={"nll": "curiosft"})))
+    with pytest.raises(RecipeError, match="arms.nll.seeds: expected a non-empty list of integers"):
+        load_claims_config(str(write_recipe(tmp_path / "c3.yaml", arms={"nll": {"sft_loss": "nll", "seeds": 3}})))
+
+
+def test_a_bad_loss_value_is_refused_before_anything_trains(tmp_path):
+    from curiosft_trl.cli.claims import load_config, parse_args
+
+    recipe = write_recipe(tmp_path / "claims.yaml", arms={"x": {"sft_loss": "curiosf", "seeds": [1]}}, default_arms=["x"])
+    with pytest.raises(RecipeError, match=r"arms\.x \(as passed to recipes/tiny/nll.yaml\).*sft_loss"):
+        load_config(parse_args(["--config", str(recipe)]))
+
+
+def test_a_run_started_with_other_settings_is_refused_not_mixed(tmp_path):
+    from curiosft_trl.study.runs import RUN_SETTINGS, check_run_settings
+
+    record = {"stage": "sft", "flags": ["--learning_rate", "1e-4"], "starts_from": "base-abc"}
+    check_run_settings(tmp_path / "run", record)
+    check_run_settings(tmp_path / "run", record)  # the same settings: resumed
+    assert json.loads((tmp_path / "run" / RUN_SETTINGS).read_text()) == record
+    with pytest.raises(RecipeError, match=r"started with other settings \(flags, starts_from"):
+        check_run_settings(tmp_path / "run", {**record, "flags": ["--learning_rate", "1e-3"], "starts_from": "x"})
+
+
+def test_token_scores_are_recomputed_for_other_weights_or_rows(tiny_model_dir, tiny_rows, tmp_path):
+    import shutil
+
+    from curiosft_trl.study.claims import scored_tokens
+
+    tokenizer, rows = tiny_rows
+    encoded = encode_heldout(tokenizer, rows)
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    first = scored_tokens(tmp_path / "t.pt", model, encoded, 4)
+    assert torch.equal(scored_tokens(tmp_path / "t.pt", model, encoded, 4)["entropy"], first["entropy"])
+    fewer = scored_tokens(tmp_path / "t.pt", model, encoded[:2], 4)  # other rows: scored again
+    assert len(fewer["entropy"]) < len(first["entropy"]) and fewer["key"]["rows"] != first["key"]["rows"]
+    weights = next(model.glob("*.safetensors"))
+    weights.touch()  # rewritten weights (a retrained run): scored again
+    assert scored_tokens(tmp_path / "t.pt", model, encoded[:2], 4)["key"]["model"] != fewer["key"]["model"]

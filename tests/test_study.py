@@ -31,7 +31,8 @@ def write_recipe(path: Path, **changes) -> Path:
     ({"rl": {"sft_loss": "nll"}}, "rl: sft_loss are loss fields"),
     ({"rl": {"model_name_or_path": "x"}}, "rl: model_name_or_path are set by the study itself"),
     ({"eval": {"model_name_or_paths": ["x"]}}, "eval: model_name_or_paths are set by the study itself"),
-    ({"seeds": [1, "2"]}, "seeds: expected a list of integers"),
+    ({"seeds": [1, "2"]}, "seeds: expected a non-empty list of integers"),
+    ({"seeds": [1, 1]}, "seeds: 1 given more than once"),
     ({"rl_recipe": "recipes/tiny/nope.yaml"}, "rl_recipe: recipes/tiny/nope.yaml is not a file"),
     ({"default_arms": ["dft"]}, "default_arms: dft not in arms"),
 ])
@@ -48,8 +49,8 @@ def test_seeds_and_arms_come_from_the_recipe_or_the_command_line():
 
 
 def _diff(entropy, forks, concentration, sft_avg, sft_pass, grpo_avg):
-    return {"sft": {"entropy": mean_ci(entropy), "entropy_by_bucket": [mean_ci([0.0] * 3), mean_ci(forks)],
-                    "forks_minus_determined": mean_ci(concentration), "avg": mean_ci(sft_avg),
+    return {"sft": {"entropy": mean_ci(entropy), "log_ratio_by_bucket": [mean_ci([0.0] * 3), mean_ci(forks)],
+                    "forks_vs_determined": mean_ci(concentration), "avg": mean_ci(sft_avg),
                     "pass": {16: mean_ci(sft_pass)}},
             "grpo": {"avg": mean_ci(grpo_avg)}}
 

@@ -56,7 +56,30 @@ def load_config(args: argparse.Namespace):
     if args.checkpoints:
         arms = parse_checkpoints(args.checkpoints)
         overrides |= {"arms": arms, "default_arms": list(arms)}
-    return load_claims_config(args.config, overrides)
+    cfg = load_claims_config(args.config, overrides)
+    for arm in cfg.arms.values():
+        if not arm.checkpoints:
+            check_sft_flags(cfg.sft_recipe, {**cfg.sft, **arm.loss}, f"arms.{arm.name}")
+    return cfg
+
+
+def on_cpu_flags() -> list[str]:
+    """What `study.runs.run_stage` adds on a machine without a GPU (transformers refuses bf16 there otherwise)."""
+    import torch
+
+    return [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+
+
+def check_sft_flags(recipe: str, settings: dict, where: str) -> None:
+    """Parse the SFT recipe with `settings` as the run will get them, so that a bad value is one error now, not a
+    failed run after hours of the others (nothing is loaded or written)."""
+    from ..study.runs import cli_flags
+    from . import sft
+
+    try:
+        sft.parse_args(["--config", recipe, *cli_flags(settings), *on_cpu_flags()])
+    except RecipeError as e:
+        raise RecipeError(f"{where} (as passed to {recipe}): {e}") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,8 +10,8 @@ resumes: finished runs, generations and scores are kept.
 import argparse
 import sys
 
-from . import run_cli
-from .claims import parse_seeds
+from . import RecipeError, run_cli
+from .claims import check_sft_flags, on_cpu_flags, parse_seeds
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -19,14 +19,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="a study recipe (recipes/*/study.yaml)")
     parser.add_argument("--arms", help="comma-separated arm names, or `all` (default: the recipe's default_arms)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the recipe's)")
-    parser.add_argument("--output_dir", help="overrides the recipe's `output_dir`")
+    for key in ("base", "output_dir", "heldout_dataset_name"):
+        parser.add_argument(f"--{key}", help=f"overrides the recipe's `{key}`")
     return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace):
+    """The study recipe with the command line's overrides, checked, and every stage's recipe parsed with the flags
+    each run will get: a bad value is one error before anything trains."""
+    from ..evaluation.benchmarks import resolve_benchmarks
+    from ..study.runs import cli_flags
     from ..study.study import load_study_config
+    from . import eval as eval_cli
+    from . import rl as rl_cli
 
-    return load_study_config(args.config, {"output_dir": args.output_dir})
+    cfg = load_study_config(args.config, {k: getattr(args, k) for k in ("base", "output_dir", "heldout_dataset_name")})
+    for arm in cfg.arms.values():
+        check_sft_flags(cfg.sft_recipe, {**cfg.sft, **arm.loss}, f"arms.{arm.name}")
+    try:
+        rl_cli.parse_args(["--config", cfg.rl_recipe, *cli_flags(cfg.rl), *on_cpu_flags()])
+        evaluation = eval_cli.parse_args(["--config", cfg.eval_recipe, *cli_flags(cfg.eval)])
+    except RecipeError as e:
+        raise RecipeError(f"{args.config}: rl or eval (as passed to {cfg.rl_recipe}, {cfg.eval_recipe}): {e}") from None
+    benchmarks = resolve_benchmarks(evaluation.benchmarks)
+    if len(benchmarks) != 1:
+        raise RecipeError(f"{cfg.eval_recipe}: benchmarks: a study evaluates one benchmark, got "
+                          f"{', '.join(b.name for b in benchmarks)}.")
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> None:

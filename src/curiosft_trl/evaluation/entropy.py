@@ -11,21 +11,28 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..errors import DataError
 from ..sft.losses import entropy_from_logits
 
 
 def encode_heldout(tokenizer, rows: Sequence[dict]) -> list[tuple[list[int], int]]:
     """Each prompt-completion row (TRL's conversational format) as `(token ids, index of its first completion
-    token)`, rendered with the tokenizer's chat template exactly as SFT trains on it."""
+    token)`, tokenized as TRL's `SFTTrainer` tokenizes it for training: the chat template's rendering of
+    `prompt + completion`, whose completion starts where it stops agreeing with the rendering of `prompt` with the
+    generation prompt (token by token, so a merge across the boundary cannot shift it)."""
+    from trl.data_utils import common_prefix_length  # here: TRL imports transformers, which the rest does not need
+
+    def render(messages, **kwargs) -> list[int]:
+        return tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, **kwargs)["input_ids"]
+
     encoded = []
-    for row in rows:
-        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
-        if not full.startswith(prompt):
-            raise ValueError(f"the chat template renders the prompt differently alone and with its completion: "
-                             f"{prompt[-80:]!r} is not a prefix of the conversation")
-        start = len(tokenizer(prompt, add_special_tokens=False).input_ids)
-        encoded.append((tokenizer(full, add_special_tokens=False).input_ids, start))
+    for i, row in enumerate(rows):
+        full = render(row["prompt"] + row["completion"])
+        start = common_prefix_length(render(row["prompt"], add_generation_prompt=True), full)
+        if not 0 < start < len(full):
+            raise DataError(f"held-out row {i}: the chat template leaves {'no prompt' if start == 0 else 'no completion'}"
+                            " token to score; expected a prompt and a non-empty completion.")
+        encoded.append((full, start))
     return encoded
 
 

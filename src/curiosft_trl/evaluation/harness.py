@@ -164,6 +164,11 @@ def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def samples_folder(model: str) -> str:
+    """The folder under `samples/` that holds one model's per-sample records."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
+
+
 def present_models(models: list[str]) -> list[str]:
     """`models` without the local folders that do not exist yet (each named once); an error if none is left. Hub ids
     and folders that exist pass through, to be checked like any other."""
@@ -377,8 +382,7 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
             results["data"][b.name] = res["source"]
             results["n_samples"][b.name] = res["n"]
             hists[(model, b.name)] = res["entropy_hist"]
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
-            atomic_write_text(out / "samples" / safe / f"{b.name}.jsonl",
+            atomic_write_text(out / "samples" / samples_folder(model) / f"{b.name}.jsonl",
                               "".join(report.json_line(r) for r in res["records"]))
             avg = res["metrics"][f"avg@{res['n']}"]
             print(f"{model} {b.name}: avg@{res['n']} {100 * avg:.1f}%  (graded in {time.time() - t0:.0f}s)")

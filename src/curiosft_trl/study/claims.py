@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError, RecipeError, check_output_dir
-from .runs import Arm, check_shared, cli_flags, parse_arms, run_stage
+from .runs import Arm, check_distinct, check_shared, cli_flags, parse_arms, run_stage
 
 RECIPE_KEYS = {"base", "sft_recipe", "output_dir", "dataset_name", "dataset_split", "heldout_dataset_name",
                "system_prompt", "max_length", "train_rows", "heldout_rows", "split_seed", "buckets",
@@ -62,6 +62,7 @@ class ClaimsConfig:
             raise RecipeError(f"--arms: {', '.join(unknown)} not in the recipe's arms ({', '.join(self.arms)}).")
         chosen = [self.arms[n] for n in names]
         if seeds:
+            check_distinct("--seeds", seeds, int)
             chosen = [a if a.checkpoints else dataclasses.replace(a, seeds=list(seeds)) for a in chosen]
         return chosen
 
@@ -85,8 +86,9 @@ def load_claims_config(path: str, overrides: dict | None = None) -> ClaimsConfig
         if bool(seeds) == bool(checkpoints):
             raise RecipeError(f"{path}: arms.{name}: give either `seeds` (a list of integers: train) or `checkpoints` "
                               "(a list of model folders: evaluate as given).")
-        if seeds and not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-            raise RecipeError(f"{path}: arms.{name}.seeds: expected a list of integers, got {seeds!r}.")
+        for key, values in (("seeds", seeds), ("checkpoints", checkpoints)):
+            if values is not None:
+                check_distinct(f"{path}: arms.{name}.{key}", values, int if key == "seeds" else str)
         arms[name] = Arm(name, spec, list(seeds or []), [str(c) for c in checkpoints or []])
     default_arms = raw.get("default_arms") or list(arms)
     missing = [a for a in default_arms if a not in arms]
@@ -111,36 +113,45 @@ def sft_settings(cfg: ClaimsConfig, arm: Arm) -> dict:
 # ------------------------------------------------------------------------------------------------------- the split
 
 
+def chat_template(cfg: ClaimsConfig) -> str | None:
+    """The text of the chat template every arm trains with (the SFT recipe's `chat_template_path`, or `sft:`'s)."""
+    from ..recipe import read_recipe
+
+    path = {**read_recipe(cfg.sft_recipe), **cfg.sft}.get("chat_template_path")
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise RecipeError(f"chat_template_path: {path} is not a file.")
+    return Path(path).read_text()
+
+
 def load_tokenizer(cfg: ClaimsConfig):
     """The base model's tokenizer with the shared SFT recipe's chat template: every model is scored on the very
     token sequences SFT trained on."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-    template = {**read_sft_recipe(cfg), **cfg.sft}.get("chat_template_path")
+    template = chat_template(cfg)
     if template:
-        tokenizer.chat_template = Path(template).read_text()
+        tokenizer.chat_template = template
     return tokenizer
 
 
-def read_sft_recipe(cfg: ClaimsConfig) -> dict:
-    from ..recipe import read_recipe
-
-    return read_recipe(cfg.sft_recipe)
-
-
 def split_settings(cfg: ClaimsConfig) -> dict:
+    import hashlib
+
     keys = ("base", "dataset_name", "dataset_split", "heldout_dataset_name", "system_prompt", "max_length",
             "train_rows", "heldout_rows", "split_seed")
-    return {k: getattr(cfg, k) for k in keys} | {"chat_template": read_sft_recipe(cfg).get("chat_template_path")}
+    template = chat_template(cfg)
+    return {k: getattr(cfg, k) for k in keys} | {
+        "chat_template_sha256": template and hashlib.sha256(template.encode()).hexdigest()}
 
 
 def prepare_split(cfg: ClaimsConfig, tokenizer) -> dict:
     """Write `data/train.jsonl` and `data/heldout.jsonl` once; returns `split.json`'s content. A split made with
     other settings is an error (the runs trained on it would no longer match), never silently replaced."""
     from ..evaluation.cache import atomic_write_text
-    from ..evaluation.entropy import encode_heldout
-    from ..sft.data import load_sft_dataset
+    from ..sft.data import load_sft_dataset, token_lengths
 
     data = Path(cfg.output_dir) / "data"
     record = data / "split.json"
@@ -154,25 +165,31 @@ def prepare_split(cfg: ClaimsConfig, tokenizer) -> dict:
         return split
 
     def fitting(name: str) -> tuple[list[dict], int]:
-        rows = list(load_sft_dataset(name, split=cfg.dataset_split, system_prompt=cfg.system_prompt))
-        lengths = [len(ids) for ids, _ in encode_heldout(tokenizer, rows)]
-        rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r, n in zip(rows, lengths)
+        """The rows of `name` that fit max_length in full (tokenized as TRL does, in batches), shuffled."""
+        rows = load_sft_dataset(name, split=cfg.dataset_split, system_prompt=cfg.system_prompt)
+        lengths, _ = token_lengths(rows, tokenizer)
+        kept = [{"prompt": r["prompt"], "completion": r["completion"]} for r, n in zip(rows, lengths)
                 if n <= cfg.max_length]
-        random.Random(cfg.split_seed).shuffle(rows)
-        return rows, len(lengths)
+        random.Random(cfg.split_seed).shuffle(kept)
+        return kept, len(lengths)
+
+    def too_few(name: str, fit: int, total: int, need: int) -> DataError:
+        return DataError(f"{name}: {fit} of {total} rows fit max_length {cfg.max_length} in full; the split needs "
+                         f"{need} from it. Raise max_length or lower train_rows / heldout_rows.")
 
     rows, total = fitting(cfg.dataset_name)
-    train = rows[: cfg.train_rows]
     if cfg.heldout_dataset_name:
         held, held_total = fitting(cfg.heldout_dataset_name)
+        if len(held) < cfg.heldout_rows:
+            raise too_few(cfg.heldout_dataset_name, len(held), held_total, cfg.heldout_rows)
         heldout = held[: cfg.heldout_rows]
+        need = cfg.train_rows
     else:
         heldout, held_total = rows[cfg.train_rows : cfg.train_rows + cfg.heldout_rows], total
-    need = cfg.train_rows + (0 if cfg.heldout_dataset_name else cfg.heldout_rows)
-    if len(train) < cfg.train_rows or len(heldout) < cfg.heldout_rows:
-        raise DataError(f"{cfg.dataset_name}: {len(rows)} of {total} rows fit max_length {cfg.max_length} in full; "
-                        f"the split needs {need} (train_rows {cfg.train_rows}, heldout_rows {cfg.heldout_rows}). "
-                        "Raise max_length or lower the row counts.")
+        need = cfg.train_rows + cfg.heldout_rows
+    if len(rows) < need:
+        raise too_few(cfg.dataset_name, len(rows), total, need)
+    train = rows[: cfg.train_rows]
     split = {"settings": settings, "train_rows": len(train), "heldout_rows": len(heldout),
              "rows_in_dataset": total, "rows_fitting_max_length": len(rows),
              "fraction_too_long": 1 - len(rows) / total, "heldout_rows_in_dataset": held_total}
@@ -195,24 +212,32 @@ def train_arm(cfg: ClaimsConfig, arm: Arm, seed: int, run_dir: Path, progress: s
     data = Path(cfg.output_dir) / "data" / "train.jsonl"
     flags = [*cli_flags({**cfg.sft, **arm.loss}), "--model_name_or_path", cfg.base, "--dataset_name", str(data),
              "--seed", str(seed), "--max_length", str(cfg.max_length)]
-    return run_stage("sft", cfg.sft_recipe, sft_settings(cfg, arm), flags, run_dir, f"{progress} {arm.name} seed {seed}")
+    return run_stage("sft", cfg.sft_recipe, sft_settings(cfg, arm), flags, run_dir, f"{progress} {arm.name} seed {seed}",
+                     source=cfg.base)
 
 
 # ------------------------------------------------------------------------------------------------------ evaluation
 
 
 def scored_tokens(path: Path, model_dir: Path, encoded, batch_size: int) -> dict:
-    """The teacher-forced stats (`evaluation.entropy.token_stats`) of `model_dir` on `encoded` rows, computed once
-    and kept in `path`."""
+    """The teacher-forced stats (`evaluation.entropy.token_stats`) of `model_dir` on `encoded` rows, kept in `path`
+    with the identity of the weights and of the rows they were computed from: a file for other weights (a retrained
+    run, other checkpoints under the same name) or other rows is computed again, never reused. On a GPU if there is
+    one."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ..evaluation.cache import model_key, short_hash
     from ..evaluation.entropy import token_stats
 
+    key = {"model": model_key(str(model_dir)), "rows": short_hash(encoded)}
     if path.is_file():
-        return torch.load(path)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    stats = token_stats(model, encoded, batch_size=batch_size)
+        kept = torch.load(path)
+        if kept.get("key") == key:
+            return kept
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    stats = {**token_stats(model, encoded, batch_size=batch_size), "key": key}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".pt.tmp")
     torch.save(stats, tmp)
@@ -222,6 +247,7 @@ def scored_tokens(path: Path, model_dir: Path, encoded, batch_size: int) -> dict
 
 def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
     """Split, train, score and report; returns the report (`study.report.claims_report`)."""
+    from ..evaluation.cache import atomic_write_text
     from ..evaluation.entropy import encode_heldout
     from .claims_report import claims_report, write_claims_report
 
@@ -247,8 +273,6 @@ def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
     for i, (arm, seed, run_dir) in enumerate(trained):
         seconds = train_arm(cfg, arm, seed, run_dir, f"[{i + 1}/{len(trained)}]")
         if seconds is not None:
-            from ..evaluation.cache import atomic_write_text
-
             timings[f"{arm.name}-seed{seed}"] = round(seconds, 1)
             atomic_write_text(timings_path, json.dumps(timings, indent=2, sort_keys=True) + "\n")
 
@@ -258,6 +282,7 @@ def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
     for i, (name, model_dir) in enumerate(runs):
         print(f"[score {i + 1}/{len(runs)}] {name}: teacher-forced on {len(encoded)} held-out rows", flush=True)
         stats[name] = scored_tokens(out / "tokens" / f"{name}.pt", model_dir, encoded, cfg.eval_batch_size)
-    report = claims_report(cfg, arms, stats, split, timings)
+    selected = {f"{arm.name}-seed{seed}" for arm in arms for seed in arm.seeds}
+    report = claims_report(cfg, arms, stats, split, {k: v for k, v in timings.items() if k in selected})
     write_claims_report(report, out)
     return report

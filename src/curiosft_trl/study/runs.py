@@ -3,7 +3,9 @@
 An arm sets only loss fields (`sft_loss` and the CurioSFT/baseline fields that TRL's `SFTConfig` does not have), so
 arms differ in the loss and nothing else, by construction. Each run is `curiosft-sft` or `curiosft-rl` in its own
 process (one run's memory and threads never leak into the next), logging to `train.log` in its folder, and is
-skipped when its folder already holds the finished run: a study resumes where it stopped.
+skipped when its folder already holds the finished run: a study resumes where it stopped. `run_settings.json` in the
+folder records what the run was started with (its recipe's text, its flags, the checkpoint it starts from); a rerun
+with anything else is refused rather than mixed with it or reported under the new settings.
 """
 
 import dataclasses
@@ -39,6 +41,18 @@ class Arm:
         return [(f"{self.name}-seed{s}", output_dir / "runs" / self.name / f"seed{s}") for s in self.seeds]
 
 
+def check_distinct(where: str, values, kind: type) -> None:
+    """`values` is a list of distinct `kind`s: one seed (or checkpoint) counted twice would make an interval of one
+    run look certain."""
+    if not isinstance(values, list) or not values or not all(
+            isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        what = {int: "integers", str: "strings"}.get(kind, kind.__name__)
+        raise RecipeError(f"{where}: expected a non-empty list of {what}, got {values!r}.")
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise RecipeError(f"{where}: {', '.join(repeated)} given more than once; each must be a separate run.")
+
+
 def parse_arms(source: str, arms: dict, allowed_extra: set[str]) -> dict[str, dict]:
     """Check `arms:` (name -> fields) of a study recipe: each arm sets only loss fields and `allowed_extra`."""
     if not isinstance(arms, dict) or not arms:
@@ -46,6 +60,8 @@ def parse_arms(source: str, arms: dict, allowed_extra: set[str]) -> dict[str, di
     allowed = loss_fields()
     checked = {}
     for name, spec in arms.items():
+        if spec is not None and not isinstance(spec, dict):
+            raise RecipeError(f"{source}: arms.{name}: expected a mapping of loss fields, got {spec!r}.")
         spec = dict(spec or {})
         bad = sorted(set(spec) - allowed - allowed_extra)
         if bad:
@@ -85,18 +101,47 @@ def cli_flags(settings: dict) -> list[str]:
     return flags
 
 
-def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir: Path, label: str) -> float | None:
+RUN_SETTINGS = "run_settings.json"
+
+
+def check_run_settings(run_dir: Path, record: dict) -> None:
+    """Write `record` into `run_dir` the first time; afterwards a different one is a `RecipeError`. A folder from
+    before these records (a finished or partial run without one) is adopted as it is."""
+    import json
+
+    from ..evaluation.cache import atomic_write_text
+
+    path = run_dir / RUN_SETTINGS
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if kept != record:
+            changed = sorted(k for k in record if kept.get(k) != record[k])
+            raise RecipeError(f"{run_dir}: this run was started with other settings ({', '.join(changed)}: see "
+                              f"{path}); use another output_dir, or delete the folder to train it again.")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir: Path, label: str,
+              source: str) -> float | None:
     """`curiosft-<stage> --config recipe FLAGS --output_dir run_dir` in its own process, unless `run_dir` already holds
-    the finished run (`settings`: the run's resolved fields, for its step count). Returns the wall time in seconds,
-    or None for a run that had finished earlier; a failed run is a `RuntimeError` quoting the end of its log."""
+    the finished run (`settings`: the run's resolved fields, for its step count; `source`: the checkpoint it starts
+    from, whose weights' identity goes in its record). Returns the wall time in seconds, or None for a run that had
+    finished earlier; a failed run is a `RuntimeError` quoting the end of its log."""
+    import hashlib
+
     import torch
 
     from ..checkpoints import finished_step
+    from ..evaluation.cache import model_key
 
+    record = {"stage": stage, "recipe": recipe, "recipe_sha256": hashlib.sha256(Path(recipe).read_bytes()).hexdigest(),
+              "flags": flags, "starts_from": model_key(source)}
+    check_run_settings(run_dir, record)
     if finished_step(run_dir, int(settings.get("max_steps", -1)), float(settings.get("num_train_epochs", 3.0))):
         print(f"{label}: finished earlier ({run_dir})", flush=True)
         return None
-    run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "train.log"
     print(f"{label}: training (log: {log})", flush=True)
     # transformers refuses `bf16: true` without a GPU unless told to use the CPU: where there is none, say so

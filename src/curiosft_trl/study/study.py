@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RecipeError, check_output_dir
-from .runs import Arm, check_shared, cli_flags, parse_arms, run_stage
+from .runs import Arm, check_distinct, check_shared, cli_flags, parse_arms, run_stage
 
-STUDY_KEYS = {"base", "sft_recipe", "rl_recipe", "eval_recipe", "output_dir", "heldout_dataset_name", "system_prompt",
-              "seeds", "buckets", "eval_batch_size", "sft", "rl", "eval", "arms", "default_arms"}
+STUDY_KEYS = {"base", "sft_recipe", "rl_recipe", "eval_recipe", "output_dir", "heldout_dataset_name", "seeds",
+              "buckets", "eval_batch_size", "sft", "rl", "eval", "arms", "default_arms"}
 OWNED = {"model_name_or_path", "output_dir", "seed", "fresh_start"}
 OWNED_EVAL = {"model_name_or_paths", "output_dir", "skip_missing"}
 
@@ -40,7 +40,6 @@ class StudyConfig:
     arms: dict[str, Arm]
     default_arms: list[str]
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    system_prompt: str | None = None
     buckets: int = 5
     eval_batch_size: int = 32
     sft: dict = field(default_factory=dict)
@@ -49,6 +48,8 @@ class StudyConfig:
 
     def selected(self, arms: str | None, seeds: list[int] | None) -> list[Arm]:
         """The arms to run (`default_arms`, `all`, or a comma-separated list), each with `seeds` or the recipe's."""
+        if seeds:
+            check_distinct("--seeds", seeds, int)
         names = list(self.arms) if arms == "all" else arms.split(",") if arms else self.default_arms
         unknown = [n for n in names if n not in self.arms]
         if unknown:
@@ -71,8 +72,7 @@ def load_study_config(path: str, overrides: dict | None = None) -> StudyConfig:
         if not Path(raw[key]).is_file():
             raise RecipeError(f"{path}: {key}: {raw[key]} is not a file.")
     seeds = raw.get("seeds", [1, 2, 3])
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise RecipeError(f"{path}: seeds: expected a list of integers, got {seeds!r}.")
+    check_distinct(f"{path}: seeds", seeds, int)
     sft = check_shared(path, "sft", raw.get("sft"), OWNED)
     rl = check_shared(path, "rl", raw.get("rl"), OWNED)
     evaluation = check_shared(path, "eval", raw.get("eval"), OWNED_EVAL)
@@ -93,26 +93,34 @@ def run_dirs(cfg: StudyConfig, arm: Arm, seed: int) -> tuple[Path, Path]:
 
 
 def train(cfg: StudyConfig, arms: list[Arm]) -> dict[str, float]:
-    """SFT then GRPO for every arm and seed; returns the wall time of each run done now (seconds)."""
+    """SFT then GRPO for every arm and seed; returns the wall time of every run, kept in `timings.json` as each run
+    ends (so a run finished before an interruption keeps its time)."""
+    from ..evaluation.cache import atomic_write_text
     from ..recipe import read_recipe
 
     sft_recipe, rl_recipe = read_recipe(cfg.sft_recipe), read_recipe(cfg.rl_recipe)
     jobs = [(arm, seed) for arm in arms for seed in arm.seeds]
-    timings = {}
+    path = Path(cfg.output_dir) / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+
+    def done(name: str, seconds: float | None) -> None:
+        if seconds is not None:
+            timings[name] = round(seconds, 1)
+            atomic_write_text(path, json.dumps(timings, indent=2, sort_keys=True) + "\n")
+
     for i, (arm, seed) in enumerate(jobs):
         sft_dir, grpo_dir = run_dirs(cfg, arm, seed)
         label = f"[{i + 1}/{len(jobs)}] {arm.name} seed {seed}"
         seconds = run_stage("sft", cfg.sft_recipe, {**sft_recipe, **cfg.sft, **arm.loss},
                             [*cli_flags({**cfg.sft, **arm.loss}), "--model_name_or_path", cfg.base, "--seed",
-                             str(seed)], sft_dir, f"{label} SFT")
-        if seconds is not None:
-            timings[f"{arm.name}-seed{seed}-sft"] = round(seconds, 1)
+                             str(seed)], sft_dir, f"{label} SFT", source=cfg.base)
+        done(f"{arm.name}-seed{seed}-sft", seconds)
         seconds = run_stage("rl", cfg.rl_recipe, {**rl_recipe, **cfg.rl},
                             [*cli_flags(cfg.rl), "--model_name_or_path", str(sft_dir), "--seed", str(seed)], grpo_dir,
-                            f"{label} GRPO")
-        if seconds is not None:
-            timings[f"{arm.name}-seed{seed}-grpo"] = round(seconds, 1)
-    return timings
+                            f"{label} GRPO", source=str(sft_dir))
+        done(f"{arm.name}-seed{seed}-grpo", seconds)
+    selected = {f"{arm.name}-seed{seed}-{stage}" for arm, seed in jobs for stage in ("sft", "grpo")}
+    return {k: v for k, v in timings.items() if k in selected}
 
 
 def evaluate_all(cfg: StudyConfig, models: list[str]) -> dict:
@@ -138,43 +146,38 @@ def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
     """Train, evaluate, score and report; returns the report (`study.study_report.study_report`)."""
     from transformers import AutoTokenizer
 
-    from ..evaluation.cache import atomic_write_text
     from ..evaluation.entropy import encode_heldout
+    from ..prompts import SYSTEM_PROMPT
     from ..recipe import check_model_path, read_recipe
     from ..sft.data import load_sft_dataset
-    from .claims import scored_tokens
+    from .claims import read_jsonl, scored_tokens
     from .study_report import study_report, write_study_report
 
     out = Path(cfg.output_dir)
     check_output_dir(cfg.output_dir, "the study (runs, evaluation, token statistics, report)")
     check_model_path(cfg.base)
-    heldout = list(load_sft_dataset(cfg.heldout_dataset_name, system_prompt=cfg.system_prompt))
-
-    timings_path = out / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    timings |= train(cfg, arms)
-    atomic_write_text(timings_path, json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    sft_settings = {**read_recipe(cfg.sft_recipe), **cfg.sft}
+    # the held-out solutions are shaped as SFT shapes its rows: the same system prompt and chat template
+    heldout = list(load_sft_dataset(cfg.heldout_dataset_name,
+                                    system_prompt=sft_settings.get("system_prompt", SYSTEM_PROMPT)))
+    timings = train(cfg, arms)
 
     runs = {f"{arm.name}-seed{seed}": run_dirs(cfg, arm, seed) for arm in arms for seed in arm.seeds}
     models = [cfg.base] + [str(d) for dirs in runs.values() for d in dirs]
     results = evaluate_all(cfg, models)
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-    template = {**read_recipe(cfg.sft_recipe), **cfg.sft}.get("chat_template_path")
-    if template:  # score the very token sequences SFT trained on
-        tokenizer.chat_template = Path(template).read_text()
+    if sft_settings.get("chat_template_path"):
+        tokenizer.chat_template = Path(sft_settings["chat_template_path"]).read_text()
     encoded = encode_heldout(tokenizer, heldout)
     stats = {"base": scored_tokens(out / "tokens" / "base.pt", Path(cfg.base), encoded, cfg.eval_batch_size)}
     for i, (name, (sft_dir, _)) in enumerate(runs.items()):
         print(f"[score {i + 1}/{len(runs)}] {name}: teacher-forced on {len(encoded)} held-out solutions", flush=True)
         stats[name] = scored_tokens(out / "tokens" / f"{name}.pt", sft_dir, encoded, cfg.eval_batch_size)
-    levels = {row["id"]: row["level"] for row in _read_jsonl(Path(cfg.heldout_dataset_name)) if "level" in row}
+    # per-level accuracy where the held-out file gives each problem's id and level (the tiny task's test split)
+    local = Path(cfg.heldout_dataset_name)
+    levels = {row["id"]: row["level"] for row in (read_jsonl(local) if local.is_file() else [])
+              if "id" in row and "level" in row}
     report = study_report(cfg, arms, runs, results, stats, levels, timings)
     write_study_report(report, out)
     return report
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

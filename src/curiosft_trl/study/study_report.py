@@ -4,32 +4,28 @@ checkpoint's accuracy before and after GRPO; paired differences against NLL (sam
 The verdicts are read from the intervals of paired differences (`evaluation.stats.sign_verdict`: holds when the
 interval lies above 0, does not hold when it lies below, inconclusive otherwise), on the study's benchmark:
 1. CurioSFT's entropy after SFT is higher than NLL's: mean held-out token entropy.
-2. The extra entropy sits at the base's forks: the difference in the top base-entropy bucket lies above 0 and above
-   the difference in the bottom bucket (`study.claims_report.verdicts`).
-3. Accuracy does not drop and coverage is higher after SFT: pass@n (the largest k) holds, and avg@n's interval does
-   not lie below 0; it does not hold when either lies below 0.
+2. The extra entropy sits at the base's forks: relative to NLL, `log(H / H_nll)` in the top base-entropy bucket lies
+   above 0 and above the same log-ratio in the bottom bucket (`study.claims_report.verdicts`).
+3. Accuracy does not drop and coverage is higher after SFT: pass@n (n = samples per problem) holds, and avg@n's
+   interval does not lie below 0; it does not hold when either lies below 0.
 4. After the same GRPO run, the CurioSFT start ends higher: avg@n after GRPO (per level in the table).
 5. The fixed-temperature and live-teacher ablations are worse than the full method: CurioSFT minus each ablation,
    avg@n after GRPO, holds for both (needs `--arms all`).
 """
 
 import json
-import re
 import statistics
 from pathlib import Path
 
 from ..evaluation.cache import atomic_write_text
 from ..evaluation.entropy import bucket_means, quantile_buckets
+from ..evaluation.harness import samples_folder
 from ..evaluation.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, format_ci, mean_ci, paired_ci, sign_verdict
+from .claims_report import entropy_pairs
 from .claims_report import verdicts as entropy_verdicts
 
 REFERENCE, METHOD, ABLATIONS = "nll", "curiosft", ("curiosft_fixed_tau", "curiosft_live_teacher")
 STAGES = ("sft", "grpo")
-
-
-def sample_dir(model: str) -> str:
-    """The folder name the evaluation gives a model's samples (`evaluation.harness`)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
 
 
 def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict[str, int]) -> dict:
@@ -38,7 +34,7 @@ def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict
     n = results["n_samples"][bench]
     passes = {int(k[5:]): v for k, v in m.items() if k.startswith("pass@")}
     by_level: dict[int, list[bool]] = {}
-    samples = eval_dir / "samples" / sample_dir(model) / f"{bench}.jsonl"
+    samples = eval_dir / "samples" / samples_folder(model) / f"{bench}.jsonl"
     if levels and samples.is_file():
         for line in samples.read_text().splitlines():
             record = json.loads(line)
@@ -122,13 +118,10 @@ def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict
             return paired_ci([get(x) for x in va], [get(x) for x in vb])
 
         return {"seeds": common,
-                "sft": {"entropy": diff(("sft", "entropy")), "entropy_forks": diff(("sft", "entropy_forks")),
+                "sft": {**entropy_pairs([x["sft"] for x in va], [y["sft"] for y in vb]),
+                        "entropy_forks": diff(("sft", "entropy_forks")),
                         "entropy_determined": diff(("sft", "entropy_determined")), "avg": diff(("sft", "avg")),
-                        "pass": {k: diff(("sft", "pass", k)) for k in ks},
-                        "entropy_by_bucket": [diff(("sft", "entropy_by_bucket", b)) for b in range(cfg.buckets)],
-                        "forks_minus_determined": paired_ci(
-                            [x["sft"]["entropy_forks"] - x["sft"]["entropy_determined"] for x in va],
-                            [x["sft"]["entropy_forks"] - x["sft"]["entropy_determined"] for x in vb])},
+                        "pass": {k: diff(("sft", "pass", k)) for k in ks}},
                 "grpo": {"avg": diff(("grpo", "avg")), "pass": {k: diff(("grpo", "pass", k)) for k in ks},
                          "levels": {lvl: diff(("grpo", "levels", lvl)) for lvl in level_keys}}}
 
@@ -149,8 +142,7 @@ def study_verdicts(diff: dict | None, ablations: dict, n: int) -> dict:
     if diff is None:
         why = f"{INCONCLUSIVE} (needs the {METHOD} and {REFERENCE} arms on the same seeds)"
         return {f"claim_{i}": why for i in range(1, 6)}
-    entropy = entropy_verdicts({"entropy": diff["sft"]["entropy"], "entropy_by_bucket": diff["sft"]["entropy_by_bucket"],
-                                "forks_minus_determined": diff["sft"]["forks_minus_determined"]})
+    entropy = entropy_verdicts(diff["sft"])
     coverage, avg = sign_verdict(diff["sft"]["pass"][n]), sign_verdict(diff["sft"]["avg"])
     claim_3 = (DOES_NOT_HOLD if DOES_NOT_HOLD in (coverage, avg) else HOLDS if coverage == HOLDS else INCONCLUSIVE)
     found = [sign_verdict(d["grpo"]["avg"]) for d in ablations.values() if d]
@@ -248,7 +240,7 @@ def plot(report: dict, out: Path) -> list[str]:
             ax.plot(ks, mean, marker="o", label=name)
             if cis[0]["lo"] is not None:
                 ax.fill_between(ks, [100 * c["lo"] for c in cis], [100 * c["hi"] for c in cis], alpha=0.2)
-        ax.set(xscale="log", xlabel="k", title=f"after {stage.upper()}")
+        ax.set(xlabel="k", title=f"after {stage.upper()}")
         ax.set_xscale("log", base=2)
     axes[0].set_ylabel("pass@k (%)")
     axes[0].legend(fontsize=7)
