@@ -196,11 +196,15 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
-def write_claims_report(report: dict, out: Path) -> None:
+def write_report(report: dict, text: str, out: Path, draw) -> None:
+    """`report.json` and `report.md` (each atomically), the table printed, then `draw() -> [PNG names]`."""
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
     atomic_write_text(out / "report.md", text)
     print(text)
-    written = ["report.json", "report.md"] + (["entropy_by_bucket.png"] if plot(report, out / "entropy_by_bucket.png")
-                                              else [])
+    written = ["report.json", "report.md"] + draw()
     print(f"wrote {', '.join(str(out / w) for w in written)}")
+
+
+def write_claims_report(report: dict, out: Path) -> None:
+    write_report(report, markdown(report), out,
+                 lambda: ["entropy_by_bucket.png"] if plot(report, out / "entropy_by_bucket.png") else [])

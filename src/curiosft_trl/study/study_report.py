@@ -17,11 +17,10 @@ import json
 import statistics
 from pathlib import Path
 
-from ..evaluation.cache import atomic_write_text
 from ..evaluation.entropy import bucket_means, quantile_buckets
 from ..evaluation.harness import samples_folder
 from ..evaluation.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, format_ci, mean_ci, paired_ci, sign_verdict
-from .claims_report import entropy_pairs
+from .claims_report import entropy_pairs, write_report
 from .claims_report import verdicts as entropy_verdicts
 
 REFERENCE, METHOD, ABLATIONS = "nll", "curiosft", ("curiosft_fixed_tau", "curiosft_live_teacher")
@@ -271,9 +270,4 @@ def plot(report: dict, out: Path) -> list[str]:
 
 
 def write_study_report(report: dict, out: Path) -> None:
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    atomic_write_text(out / "report.md", text)
-    print(text)
-    written = ["report.json", "report.md"] + plot(report, out)
-    print(f"wrote {', '.join(str(out / w) for w in written)}")
+    write_report(report, markdown(report), out, lambda: plot(report, out))
