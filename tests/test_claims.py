@@ -323,3 +323,22 @@ def test_token_scores_are_recomputed_for_other_weights_or_rows(tiny_model_dir, t
     weights = next(model.glob("*.safetensors"))
     weights.touch()  # rewritten weights (a retrained run): scored again
     assert scored_tokens(tmp_path / "t.pt", model, encoded[:2], 4)["key"]["model"] != fewer["key"]["model"]
+
+
+def test_a_failed_run_is_one_error_quoting_its_log(tiny_model_dir, tiny_sft_file, tmp_path):
+    """A base whose weights file is damaged passes the checks (its config and tokenizer load) but fails its SFT run,
+    in that run's own process: the study stops with one error naming the run and quoting its log."""
+    import shutil
+
+    base = tmp_path / "damaged-base"
+    shutil.copytree(tiny_model_dir, base)
+    next(base.glob("*.safetensors")).write_bytes(b"not safetensors")
+    recipe = write_recipe(tmp_path / "claims.yaml", base=str(base), dataset_name=str(tiny_sft_file),
+                          heldout_dataset_name=None, output_dir=str(tmp_path / "out"), train_rows=40, heldout_rows=12,
+                          sft={"max_steps": 1}, arms={"nll": {"sft_loss": "nll", "seeds": [1]}}, default_arms=["nll"])
+    result = run_claims_cli("--config", str(recipe))
+    log = tmp_path / "out" / "runs" / "nll" / "seed1" / "train.log"
+    before, _, error = result.stderr.partition("error: ")
+    assert result.returncode == 1 and "Traceback" not in before  # the study's own process ends in one error
+    assert error.startswith(f"[1/1] nll seed 1: curiosft-sft failed (exit 1); the end of {log}:")
+    assert "SafetensorError" in error and log.read_text().strip().splitlines()[-1] in error  # the run's cause, quoted

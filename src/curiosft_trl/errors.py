@@ -15,6 +15,10 @@ class RecipeError(ValueError):
     """A recipe or command line that cannot run; the message says which key or path and what was expected."""
 
 
+class RunError(RuntimeError):
+    """A stage that a study runs in its own process failed; the message names the run and quotes the end of its log."""
+
+
 def check_output_dir(output_dir: str, holds: str) -> None:
     """`output_dir` must be a folder or a path one can be made at, not a file nor inside one: checked before anything
     loads, since the first write would otherwise fail after a model had loaded. `holds` says what the folder is for."""

@@ -35,8 +35,6 @@ def read_recipe(path: str) -> dict:
     return config
 
 
-
-
 def check_model_path(model_name_or_path: str | None) -> None:
     """Fail before training starts if the model cannot be loaded, naming the path."""
     from transformers import AutoConfig

@@ -7,17 +7,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoints import check_resumable, finished_step, newest_complete_checkpoint
-from ..errors import DataError, RecipeError, check_output_dir
+from ..errors import DataError, RecipeError, RunError, check_output_dir
 from ..recipe import check_model_path, read_recipe  # noqa: F401 (the entry points import them from here)
 
 
 def run_cli(main: Callable[[], None]) -> None:
-    """Run `main`, turning configuration and data errors into one `error: ...` line and exit status 2."""
+    """Run `main`, turning configuration and data errors into one `error: ...` line and exit status 2, and a failed
+    run of a study's stage into its message (which quotes the run's log) and exit status 1."""
     try:
         main()
     except (RecipeError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:

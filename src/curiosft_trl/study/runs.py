@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RecipeError
+from ..errors import RecipeError, RunError
 
 
 def loss_fields() -> set[str]:
@@ -128,7 +128,7 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
     """`curiosft-<stage> --config recipe FLAGS --output_dir run_dir` in its own process, unless `run_dir` already holds
     the finished run (`settings`: the run's resolved fields, for its step count; `source`: the checkpoint it starts
     from, whose weights' identity goes in its record). Returns the wall time in seconds, or None for a run that had
-    finished earlier; a failed run is a `RuntimeError` quoting the end of its log."""
+    finished earlier; a failed run is a `RunError` quoting the end of its log."""
     import hashlib
 
     import torch
@@ -153,5 +153,5 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"{label}: curiosft-{stage} failed (exit {result.returncode}); the end of {log}:\n{tail}")
+        raise RunError(f"{label}: curiosft-{stage} failed (exit {result.returncode}); the end of {log}:\n{tail}")
     return time.perf_counter() - start

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import RecipeError, check_output_dir
+from ..errors import RecipeError, RunError, check_output_dir
 from .runs import Arm, check_distinct, check_shared, cli_flags, parse_arms, run_stage
 
 STUDY_KEYS = {"base", "sft_recipe", "rl_recipe", "eval_recipe", "output_dir", "heldout_dataset_name", "seeds",
@@ -138,7 +138,7 @@ def evaluate_all(cfg: StudyConfig, models: list[str]) -> dict:
         result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RuntimeError(f"curiosft-eval failed (exit {result.returncode}); the end of {log}:\n{tail}")
+        raise RunError(f"curiosft-eval failed (exit {result.returncode}); the end of {log}:\n{tail}")
     return json.loads((out / "results.json").read_text())
 
 
