@@ -156,7 +156,8 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> bool:
     """`entropy_by_bucket.png`: entropy after SFT against base-entropy bucket, every arm (left), and each arm's
-    paired difference from NLL (right), with 95% intervals. False without matplotlib."""
+    entropy relative to NLL's, `log(H / H_nll)` paired per seed (right: what claim 2 is judged on), with 95%
+    intervals. False without matplotlib."""
     try:
         import matplotlib
 
@@ -170,21 +171,23 @@ def plot(report: dict, path: Path) -> bool:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(x, report["runs"]["base"]["entropy_by_bucket"], "k--", marker="o", label="base")
 
-    def draw(ax, cis, label):
+    colors = {name: f"C{i}" for i, name in enumerate(report["arms"])}  # one colour per arm in both panels
+
+    def draw(ax, cis, label, color):
         means = [c["mean"] for c in cis]
         err = [[c["mean"] - c["lo"] if c["lo"] is not None else 0 for c in cis],
                [c["hi"] - c["mean"] if c["hi"] is not None else 0 for c in cis]]
-        ax.errorbar(x, means, yerr=err, marker="o", capsize=3, label=label)
+        ax.errorbar(x, means, yerr=err, marker="o", capsize=3, label=label, color=color)
 
     for name, arm in report["arms"].items():
-        draw(left, arm["entropy_by_bucket"], f"{name} ({arm['entropy']['n']} seeds)")
+        draw(left, arm["entropy_by_bucket"], f"{name} ({arm['entropy']['n']} seeds)", colors[name])
     for name, d in report["paired"].items():
-        draw(right, d["entropy_by_bucket"], f"{name} - {REFERENCE}")
+        draw(right, d["log_ratio_by_bucket"], f"{name} vs {REFERENCE}", colors[name])
     right.axhline(0, color="grey", lw=0.8)
     left.set(xlabel="base-entropy quantile bucket (1 = surest, %d = forks)" % n, ylabel="mean token entropy (nats)",
              yscale="log", title="held-out entropy after SFT")
-    right.set(xlabel="base-entropy quantile bucket", ylabel="Δ entropy vs nll (nats), same seed",
-              title="paired difference, 95% CI")
+    right.set(xlabel="base-entropy quantile bucket", ylabel="log(H / H_nll), same seed",
+              title="entropy relative to NLL (claim 2), 95% CI")
     left.legend(fontsize=7)
     if report["paired"]:
         right.legend(fontsize=7)
