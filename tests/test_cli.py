@@ -15,9 +15,9 @@ from curiosft_trl.sft.data import load_sft_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # SFT recipes only: GRPO recipes are checked in tests/test_rl.py, evaluation recipes in tests/test_eval_*.py, claims
-# recipes in tests/test_recipes.py
+# and study recipes in tests/test_recipes.py
 RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")
-                 if "accelerate" not in p.parts and not p.name.startswith(("grpo", "eval", "claims")))
+                 if "accelerate" not in p.parts and not p.name.startswith(("grpo", "eval", "claims", "study")))
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
