@@ -63,21 +63,14 @@ def load_config(args: argparse.Namespace):
     return cfg
 
 
-def on_cpu_flags() -> list[str]:
-    """What `study.runs.run_stage` adds on a machine without a GPU (transformers refuses bf16 there otherwise)."""
-    import torch
-
-    return [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-
-
 def check_sft_flags(recipe: str, settings: dict, where: str) -> None:
     """Parse the SFT recipe with `settings` as the run will get them, so that a bad value is one error now, not a
     failed run after hours of the others (nothing is loaded or written)."""
-    from ..study.runs import cli_flags
+    from ..study.runs import cli_flags, cpu_flags
     from . import sft
 
     try:
-        sft.parse_args(["--config", recipe, *cli_flags(settings), *on_cpu_flags()])
+        sft.parse_args(["--config", recipe, *cli_flags(settings), *cpu_flags(settings)])
     except RecipeError as e:
         raise RecipeError(f"{where} (as passed to {recipe}): {e}") from None
 

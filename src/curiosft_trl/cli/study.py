@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from . import RecipeError, run_cli
-from .claims import check_sft_flags, on_cpu_flags, parse_seeds
+from .claims import check_sft_flags, parse_seeds
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,7 +28,7 @@ def load_config(args: argparse.Namespace):
     """The study recipe with the command line's overrides, checked, and every stage's recipe parsed with the flags
     each run will get: a bad value is one error before anything trains."""
     from ..evaluation.benchmarks import resolve_benchmarks
-    from ..study.runs import cli_flags
+    from ..study.runs import cli_flags, cpu_flags
     from ..study.study import load_study_config
     from . import eval as eval_cli
     from . import rl as rl_cli
@@ -37,7 +37,7 @@ def load_config(args: argparse.Namespace):
     for arm in cfg.arms.values():
         check_sft_flags(cfg.sft_recipe, {**cfg.sft, **arm.loss}, f"arms.{arm.name}")
     try:
-        rl_cli.parse_args(["--config", cfg.rl_recipe, *cli_flags(cfg.rl), *on_cpu_flags()])
+        rl_cli.parse_args(["--config", cfg.rl_recipe, *cli_flags(cfg.rl), *cpu_flags(cfg.rl)])
         evaluation = eval_cli.parse_args(["--config", cfg.eval_recipe, *cli_flags(cfg.eval)])
     except RecipeError as e:
         raise RecipeError(f"{args.config}: rl or eval (as passed to {cfg.rl_recipe}, {cfg.eval_recipe}): {e}") from None

@@ -123,6 +123,14 @@ def check_run_settings(run_dir: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def cpu_flags(settings: dict) -> list[str]:
+    """`--use_cpu true` on a machine without a GPU (transformers refuses `bf16: true` there otherwise), unless the run's
+    `settings` say where to run."""
+    import torch
+
+    return [] if torch.cuda.is_available() or "use_cpu" in settings else ["--use_cpu", "true"]
+
+
 def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir: Path, label: str,
               source: str) -> float | None:
     """`curiosft-<stage> --config recipe FLAGS --output_dir run_dir` in its own process, unless `run_dir` already holds
@@ -130,8 +138,6 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
     from, whose weights' identity goes in its record). Returns the wall time in seconds, or None for a run that had
     finished earlier; a failed run is a `RunError` quoting the end of its log."""
     import hashlib
-
-    import torch
 
     from ..checkpoints import finished_step
     from ..evaluation.cache import model_key
@@ -144,10 +150,8 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
         return None
     log = run_dir / "train.log"
     print(f"{label}: training (log: {log})", flush=True)
-    # transformers refuses `bf16: true` without a GPU unless told to use the CPU: where there is none, say so
-    on_cpu = [] if torch.cuda.is_available() or "use_cpu" in settings else ["--use_cpu", "true"]
     command = [sys.executable, "-m", f"curiosft_trl.cli.{stage}", "--config", recipe, *flags,
-               "--output_dir", str(run_dir), *on_cpu]
+               "--output_dir", str(run_dir), *cpu_flags(settings)]
     start = time.perf_counter()
     with log.open("a") as out:
         result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)

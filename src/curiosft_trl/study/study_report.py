@@ -52,14 +52,16 @@ def reward_curve(grpo_dir: Path) -> list[tuple[int, float]]:
     return [(e["step"], e["reward"]) for e in history if "reward" in e]
 
 
+def at(summary: dict, key_path: tuple):
+    """The value at `key_path` in a run's nested summary: `at(s, ("sft", "pass", 1)) == s["sft"]["pass"][1]`."""
+    for key in key_path:
+        summary = summary[key]
+    return summary
+
+
 def summarise(values: list[dict], key_path: tuple) -> dict:
     """`mean_ci` over runs of the value at `key_path` in each run's summary."""
-    def get(v):
-        for k in key_path:
-            v = v[k]
-        return v
-
-    return mean_ci([get(v) for v in values])
+    return mean_ci([at(v, key_path) for v in values])
 
 
 def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict, timings: dict) -> dict:
@@ -110,11 +112,7 @@ def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict
         va, vb = ([per_run[f"{x}-seed{s}"] for s in common] for x in (a, b))
 
         def diff(path):
-            def get(v):
-                for k in path:
-                    v = v[k]
-                return v
-            return paired_ci([get(x) for x in va], [get(x) for x in vb])
+            return paired_ci([at(x, path) for x in va], [at(x, path) for x in vb])
 
         return {"seeds": common,
                 "sft": {**entropy_pairs([x["sft"] for x in va], [y["sft"] for y in vb]),
