@@ -183,23 +183,23 @@ def test_the_split_is_disjoint_fits_max_length_and_is_never_silently_replaced(ti
     from curiosft_trl.study.claims import load_tokenizer, read_jsonl
     from curiosft_trl.tiny.task import make_split, write_jsonl
 
-    data = write_jsonl(make_split("train", n=80, seed=5, strategy="canonical", levels=(1, 2, 3, 4)),
+    data = write_jsonl(make_split("train", n=80, seed=5, strategy="canonical"),
                        tmp_path / "rows.jsonl")
     recipe = write_recipe(tmp_path / "claims.yaml", base=str(tiny_model_dir), dataset_name=str(data),
                           heldout_dataset_name=None, output_dir=str(tmp_path / "out"), train_rows=30,
-                          heldout_rows=10, max_length=125)
+                          heldout_rows=10, max_length=160)
     cfg = load_claims_config(str(recipe))
     tokenizer = load_tokenizer(cfg)
     split = prepare_split(cfg, tokenizer)
     train, heldout = (read_jsonl(tmp_path / "out" / "data" / f"{p}.jsonl") for p in ("train", "heldout"))
     assert (len(train), len(heldout)) == (30, 10) == (split["train_rows"], split["heldout_rows"])
     assert not {json.dumps(r) for r in train} & {json.dumps(r) for r in heldout}
-    assert all(len(ids) <= 125 for ids, _ in encode_heldout(tokenizer, train + heldout))
-    assert 0 < split["fraction_too_long"] < 1  # level-4 rows (130-142 tokens) exceed it, levels 1-3 (74-122) fit
+    assert all(len(ids) <= 160 for ids, _ in encode_heldout(tokenizer, train + heldout))
+    assert 0 < split["fraction_too_long"] < 1  # level 1 (84-154 tokens) fits, level 3 (138-247) mostly not
     assert prepare_split(cfg, tokenizer) == split  # kept
     with pytest.raises(RecipeError, match="other settings \\(train_rows\\)"):
         prepare_split(load_claims_config(str(recipe), {"train_rows": 31}), tokenizer)
-    with pytest.raises(DataError, match="fit max_length 125 in full; the split needs 200 from it"):
+    with pytest.raises(DataError, match="fit max_length 160 in full; the split needs 200 from it"):
         prepare_split(load_claims_config(str(recipe), {"train_rows": 190, "output_dir": str(tmp_path / "o2")}),
                       tokenizer)
 

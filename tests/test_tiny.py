@@ -24,7 +24,9 @@ from curiosft_trl.tiny import (
     solve,
     write_jsonl,
 )
-from curiosft_trl.tiny.base import BASE_VERSION, COMPLETE_MARKER, DATA_SEEDS
+from curiosft_trl.tiny.base import BASE_VERSION, COMPLETE_MARKER, DATA_LEVELS, DATA_SEEDS, DATA_SIZES
+from curiosft_trl.prompts import think_completion
+from curiosft_trl.tiny.task import LEVELS, TOKEN_BUDGET, answer_text, fork_choices, parse_terms, product_chain
 
 
 @pytest.fixture(scope="module")
@@ -43,41 +45,67 @@ def _expected_answer(problem: str) -> int:
     return sum(int(x) * int(y) for x, y in (term.split("*") for term in body.split("+")))
 
 
+def _check_lines(reasoning: str) -> list[tuple[int, int, int]]:
+    """Check that every line `a*b=r+r=2r...` (first) or `+a*b=T+r=T+r...` (later, T the running total) is correct
+    arithmetic that adds exactly a*b; returns each line's (a, b, repeated factor r)."""
+    out, total = [], 0
+    for k, line in enumerate(reasoning.splitlines()):
+        a, b, start, chain = re.fullmatch(r"\+?(\d+)\*(\d+)=(\d+)((?:\+\d+=\d+)+)", line).groups()
+        a, b, start = int(a), int(b), int(start)
+        steps = [tuple(map(int, step)) for step in re.findall(r"\+(\d+)=(\d+)", chain)]
+        r = steps[0][0]
+        assert r in (a, b) and all(x == r for x, _ in steps), line
+        assert start == (r if k == 0 else total) and line.startswith("+") == (k > 0), line
+        running = start
+        for _, value in steps:
+            running += r
+            assert value == running, line
+        copies = b if r == a else a
+        assert len(steps) == copies - (k == 0), line  # one addition per copy (the first line starts from one)
+        assert running == total + a * b, line
+        total = running
+        out.append((a, b, r))
+    return out
+
+
 def test_answers_verify_against_problem_text():
     rows = make_split("train", 80, seed=0, strategy="diverse")
     for row in rows:
         assert int(row["answer"]) == _expected_answer(row["problem"])
         assert boxed_answer(row["solution"]) == row["answer"]
-        # Every line of the trace is correct arithmetic.
-        reasoning = row["solution"].split(THINK_END)[0]
-        lines = reasoning.strip().splitlines()
-        assert len(lines) == 2 * row["level"] + 1  # L + 1 products, then L additions
-        for line in lines:
-            a, op, b, c = re.fullmatch(r"(\d+)([*+])(\d+)=(\d+)", line).groups()
-            assert (int(a) * int(b) if op == "*" else int(a) + int(b)) == int(c)
+        # One line per product, correct arithmetic, ending on the answer.
+        reasoning = row["solution"].split(THINK_END)[0].strip()
+        assert len(reasoning.splitlines()) == row["level"] + 1
+        assert [(a, b) for a, b, _ in _check_lines(reasoning)] == parse_terms(row["problem"])
+        assert reasoning.endswith(f"={row['answer']}")
 
 
 def test_levels_present_and_sized():
-    rows = make_split("test", 40, seed=0)
-    assert {r["level"] for r in rows} == {1, 2, 3, 4}
+    rows = make_split("test", 30, seed=0)
+    assert {r["level"] for r in rows} == {1, 2, 3}
     for r in rows:
         assert r["problem"].count("*") == r["level"] + 1
         assert set(r) == {"id", "problem", "solution", "answer", "level"}
 
 
-def test_canonical_is_fixed_and_diverse_varies():
-    row = generate_problem(random.Random(0), level=4)
+def test_strategies_choose_the_repeated_factor():
+    """canonical repeats the second factor, shortest the larger one, diverse either; fork_choices reads it back."""
+    row = generate_problem(random.Random(0), level=3)
+    terms = parse_terms(row["problem"])
     canonical = {solve(row, random.Random(s), "canonical") for s in range(10)}
-    diverse = {solve(row, random.Random(s), "diverse") for s in range(10)}
-    assert len(canonical) == 1
-    assert len(diverse) > 1
-    # Canonical order is left to right.
-    first_term = re.search(r"\d\*\d", row["problem"]).group()
-    assert canonical.pop().startswith(first_term)
-    # Whatever the variant, it evaluates exactly the problem's products and ends on the answer.
-    terms = sorted(tuple(sorted(map(int, t))) for t in re.findall(r"(\d)\*(\d)", row["problem"]))
+    diverse = {solve(row, random.Random(s), "diverse") for s in range(20)}
+    assert len(canonical) == 1 and len(diverse) > 1
+    assert [r for _, _, r in _check_lines(canonical.pop())] == [b for _, b in terms]
+    shortest = solve(row, None, "shortest")
+    assert [r for _, _, r in _check_lines(shortest)] == [max(t) for t in terms]
+    forks = sum(a != b for a, b in terms)
+    assert fork_choices(row["problem"], shortest) == ["short"] * forks
+    long = solve({**row, "problem": "Compute 2*9+9*2+3*3."}, None, "canonical")
+    assert long.splitlines() == ["2*9=9+9=18", "+9*2=18+2=20+2=22+2=24+2=26+2=28+2=30+2=32+2=34+2=36",
+                                 "+3*3=36+3=39+3=42+3=45"]
+    assert fork_choices("Compute 2*9+9*2+3*3.", long) == ["short", "long"]  # 3*3 has no fork
+    assert fork_choices("Compute 2*9+9*2.", "2*9=9+9=18\nno chain") == ["short", "none"]
     for trace in diverse:
-        assert sorted(tuple(sorted(map(int, t))) for t in re.findall(r"(\d)\*(\d)", trace)) == terms
         assert trace.splitlines()[-1].endswith(f"={row['answer']}")
 
 
@@ -85,6 +113,25 @@ def test_solve_rejects_unknown_strategy():
     row = generate_problem(random.Random(0), level=1)
     with pytest.raises(ValueError, match="strategy"):
         solve(row, random.Random(0), "greedy")
+    with pytest.raises(ValueError, match="repeated factor"):
+        product_chain(3, 7, 5)
+
+
+def test_the_budget_binds_on_the_demonstrations_branch_more_than_on_the_short_one():
+    """The task's premise, in numbers: within TOKEN_BUDGET the short branch fits where the demonstrations' often does
+    not, more so the longer the problem (the module docstring's table)."""
+    tokenizer = build_tokenizer()
+    rows = make_split("train", 900, seed=2)
+
+    def fits(strategy: str, level: int) -> float:
+        lengths = [len(tokenizer(think_completion(solve(r, None, strategy), answer_text(r["answer"])) + "<|im_end|>",
+                                 add_special_tokens=False)["input_ids"]) for r in rows if r["level"] == level]
+        return sum(n <= TOKEN_BUDGET for n in lengths) / len(lengths)
+
+    canonical, shortest = [fits("canonical", lvl) for lvl in LEVELS], [fits("shortest", lvl) for lvl in LEVELS]
+    assert canonical[0] > 0.95 and shortest[0] > 0.95  # level 1 fits either way
+    assert 0.6 < canonical[1] < 0.9 < shortest[1]
+    assert canonical[2] < 0.35 and shortest[2] > canonical[2] + 0.2
 
 
 def test_train_and_test_are_disjoint():
@@ -111,18 +158,19 @@ def test_ensure_tiny_data_writes_three_files(tmp_path):
     assert set(paths) == {"sft_train", "rl_train", "test"}
     test_problems = {json.loads(line)["problem"] for line in paths["test"].read_text().splitlines()}
     sft = [json.loads(line) for line in paths["sft_train"].read_text().splitlines()]
-    assert len(sft) == 2000 and len(test_problems) == 200
+    assert len(sft) == DATA_SIZES["sft_train"] and len(test_problems) == DATA_SIZES["test"]
     assert not test_problems & {r["problem"] for r in sft}
     rl = [json.loads(line) for line in paths["rl_train"].read_text().splitlines()]
-    assert len(rl) == 500 and {r["level"] for r in rl} == {1} and not test_problems & {r["problem"] for r in rl}
+    assert len(rl) == DATA_SIZES["rl_train"] and {r["level"] for r in rl} == set(DATA_LEVELS["rl_train"])
+    assert not test_problems & {r["problem"] for r in rl}
     # Up-to-date files are kept; a file in an older task format or level mix is rewritten.
     mtime = paths["sft_train"].stat().st_mtime_ns
     paths["test"].write_text(json.dumps({"problem": "Compute 2*3 + 4*5."}) + "\n")
-    write_jsonl(make_split("train", 8, DATA_SEEDS["rl_train"], "canonical"), paths["rl_train"])  # levels 1-4
+    write_jsonl(make_split("train", 8, DATA_SEEDS["rl_train"], "canonical", (1, 2, 3, 1)), paths["rl_train"])
     assert ensure_tiny_data(tmp_path) == paths
     assert paths["sft_train"].stat().st_mtime_ns == mtime
-    assert len(paths["test"].read_text().splitlines()) == 200
-    assert len(paths["rl_train"].read_text().splitlines()) == 500
+    assert len(paths["test"].read_text().splitlines()) == DATA_SIZES["test"]
+    assert len(paths["rl_train"].read_text().splitlines()) == DATA_SIZES["rl_train"]
 
 
 def test_tokenizer_ids_survive_reload(tmp_path, tokenizer):
@@ -135,7 +183,7 @@ def test_tokenizer_ids_survive_reload(tmp_path, tokenizer):
     ids = fresh(text)["input_ids"]
     assert reloaded(text)["input_ids"] == ids == tokenizer(text)["input_ids"]
     assert reloaded.decode(ids) == text
-    assert len(ids) < 150  # a level-4 conversation stays short: one-line system prompt, no spaces in the maths
+    assert len(ids) < 256  # a level-3 conversation fits max_length 256: one-line system prompt, no spaces in the maths
     # Digits are single tokens (arithmetic stays learnable) and the think tags are single tokens.
     assert all(len(fresh.tokenize(d)) == 1 for d in "0123456789")
     assert len(fresh.tokenize("<think>")) == len(fresh.tokenize("</think>")) == 1
