@@ -72,6 +72,28 @@ def test_each_claim_is_read_from_its_paired_interval():
     assert study_verdicts(None, ablations, 16)["claim_1"].startswith(INCONCLUSIVE)
 
 
+def test_accuracy_reads_levels_and_the_short_branch_share_from_the_samples(tmp_path):
+    from curiosft_trl.evaluation.harness import samples_folder
+    from curiosft_trl.study.study_report import accuracy
+
+    problems = {"p1": "Compute 2*9+3*3.", "p2": "Compute 4*3+5*6."}
+    completions = [("p1", "2*9=9+9=18\n+3*3=18+3=21+3=24+3=27\n</think> 27", True),  # short; 3*3 has no fork
+                   ("p1", "2*9=2+2=4+2=6\n</think> 6", False),  # long, then no line for 3*3
+                   ("p2", "4*3=3+3=6+3=9+3=12\n+5*6=12+6=18+6=24+6=30+6=36+6=42\n</think> 42", True),  # long, short
+                   ("p2", "garbage", False)]
+    samples = tmp_path / "samples" / samples_folder("m") / "tiny.jsonl"
+    samples.parent.mkdir(parents=True)
+    samples.write_text("".join(json.dumps({"problem_id": p, "completion": c, "correct": ok}) + "\n"
+                               for p, c, ok in completions))
+    results = {"n_samples": {"tiny": 2}, "models": {"m": {"benchmarks": {"tiny": {"avg@2": 0.5, "pass@1": 0.5}}}}}
+    out = accuracy(results, "m", "tiny", tmp_path, {"p1": 1, "p2": 2}, problems)
+    assert out["levels"] == {1: 0.5, 2: 0.5} and out["pass"] == {1: 0.5}
+    assert out["short_branch"] == pytest.approx(2 / 4)  # forks read: short, long, long, short
+    assert "short_branch" not in accuracy(results, "m", "tiny", tmp_path, {}, None)
+    samples.write_text(json.dumps({"problem_id": "p2", "completion": "garbage", "correct": False}) + "\n")
+    assert accuracy(results, "m", "tiny", tmp_path, {}, problems)["short_branch"] is None
+
+
 def test_a_reduced_study_runs_end_to_end_and_resumes(tiny_model_dir, tiny_sft_file, tmp_path):
     from curiosft_trl.tiny.task import make_split, write_jsonl
 
@@ -98,6 +120,7 @@ def test_a_reduced_study_runs_end_to_end_and_resumes(tiny_model_dir, tiny_sft_fi
         assert set(arm["sft"]) >= {"entropy", "entropy_forks", "entropy_determined", "avg", "pass", "levels"}
         assert set(arm["grpo"]["pass"]) == {"1", "2", "3", "4"} and set(arm["grpo"]["levels"]) == {"1", "2"}
         assert arm["grpo"]["reward_curve"] and 0 <= arm["grpo"]["avg"]["mean"] <= 1
+    assert "short_branch" in report["runs"]["base"]["sft"]  # the tiny task's forks (None where none is readable)
     assert set(report["verdicts"]) == {f"claim_{i}" for i in range(1, 6)}
     assert set(report["timings_s"]) == {"nll-seed1-sft", "nll-seed1-grpo", "curiosft-seed1-sft", "curiosft-seed1-grpo"}
     text = (out / "report.md").read_text()

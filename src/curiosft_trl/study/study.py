@@ -174,10 +174,11 @@ def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
     for i, (name, (sft_dir, _)) in enumerate(runs.items()):
         print(f"[score {i + 1}/{len(runs)}] {name}: teacher-forced on {len(encoded)} held-out solutions", flush=True)
         stats[name] = scored_tokens(out / "tokens" / f"{name}.pt", sft_dir, encoded, cfg.eval_batch_size)
-    # per-level accuracy where the held-out file gives each problem's id and level (the tiny task's test split)
+    # per-level accuracy and the short-branch share where the held-out file is the tiny task's (id, level, problem)
     local = Path(cfg.heldout_dataset_name)
-    levels = {row["id"]: row["level"] for row in (read_jsonl(local) if local.is_file() else [])
-              if "id" in row and "level" in row}
-    report = study_report(cfg, arms, runs, results, stats, levels, timings)
+    rows = [row for row in (read_jsonl(local) if local.is_file() else []) if "id" in row and "level" in row]
+    levels = {row["id"]: row["level"] for row in rows}
+    problems = {row["id"]: row["problem"] for row in rows} if results["n_samples"].keys() == {"tiny"} else {}
+    report = study_report(cfg, arms, runs, results, stats, levels, timings, problems)
     write_study_report(report, out)
     return report

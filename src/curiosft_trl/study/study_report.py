@@ -27,20 +27,33 @@ REFERENCE, METHOD, ABLATIONS = "nll", "curiosft", ("curiosft_fixed_tau", "curios
 STAGES = ("sft", "grpo")
 
 
-def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict[str, int]) -> dict:
-    """`{"avg", "pass": {k: value}, "levels": {level: avg}}` of one evaluated model on `bench`."""
+def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict[str, int],
+             problems: dict[str, str] | None = None) -> dict:
+    """`{"avg", "pass": {k: value}, "levels": {level: avg}}` of one evaluated model on `bench`, plus `short_branch`
+    where `problems` (id -> the tiny task's problem text) is given: the share of its samples' forks that took the
+    short branch (`tiny.task.fork_choices`; forks without a readable line are left out; None without any)."""
+    from ..tiny.task import fork_choices
+
     m = results["models"][model]["benchmarks"][bench]
     n = results["n_samples"][bench]
     passes = {int(k[5:]): v for k, v in m.items() if k.startswith("pass@")}
     by_level: dict[int, list[bool]] = {}
+    branches = {"short": 0, "long": 0, "none": 0}
     samples = eval_dir / "samples" / samples_folder(model) / f"{bench}.jsonl"
-    if levels and samples.is_file():
+    if (levels or problems) and samples.is_file():
         for line in samples.read_text().splitlines():
             record = json.loads(line)
             if record["problem_id"] in levels:
                 by_level.setdefault(levels[record["problem_id"]], []).append(bool(record["correct"]))
-    return {"avg": m[f"avg@{n}"], "pass": dict(sorted(passes.items())),
-            "levels": {lvl: sum(c) / len(c) for lvl, c in sorted(by_level.items())}}
+            if problems and record["problem_id"] in problems:
+                for branch in fork_choices(problems[record["problem_id"]], record["completion"].split("</think>")[0]):
+                    branches[branch] += 1
+    out = {"avg": m[f"avg@{n}"], "pass": dict(sorted(passes.items())),
+           "levels": {lvl: sum(c) / len(c) for lvl, c in sorted(by_level.items())}}
+    if problems:
+        read = branches["short"] + branches["long"]
+        out["short_branch"] = branches["short"] / read if read else None
+    return out
 
 
 def reward_curve(grpo_dir: Path) -> list[tuple[int, float]]:
@@ -64,9 +77,12 @@ def summarise(values: list[dict], key_path: tuple) -> dict:
     return mean_ci([at(v, key_path) for v in values])
 
 
-def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict, timings: dict) -> dict:
+def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict, timings: dict,
+                 problems: dict | None = None) -> dict:
     """The report as data (`report.json`). `runs`: run name -> (SFT dir, GRPO dir); `results`: the evaluation's
-    results.json; `stats`: run name (and "base") -> `token_stats` of the SFT checkpoint on held-out solutions."""
+    results.json; `stats`: run name (and "base") -> `token_stats` of the SFT checkpoint on held-out solutions;
+    `levels` / `problems`: problem id -> level / the tiny task's problem text (for the per-level table and the
+    short-branch share; either may be empty)."""
     bench = next(iter(results["n_samples"]))
     n = results["n_samples"][bench]
     eval_dir = Path(cfg.output_dir) / "eval"
@@ -77,18 +93,23 @@ def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict
         return {"entropy": s["entropy"].double().mean().item(), "entropy_forks": by_bucket[-1],
                 "entropy_determined": by_bucket[0], "entropy_by_bucket": by_bucket}
 
-    per_run = {"base": {"sft": {**entropy(stats["base"]), **accuracy(results, cfg.base, bench, eval_dir, levels)}}}
+    def scores(model) -> dict:
+        return accuracy(results, str(model), bench, eval_dir, levels, problems)
+
+    per_run = {"base": {"sft": {**entropy(stats["base"]), **scores(cfg.base)}}}
     for name, (sft_dir, grpo_dir) in runs.items():
-        per_run[name] = {"sft": {**entropy(stats[name]), **accuracy(results, str(sft_dir), bench, eval_dir, levels)},
-                         "grpo": {**accuracy(results, str(grpo_dir), bench, eval_dir, levels),
-                                  "reward_curve": reward_curve(grpo_dir)}}
+        per_run[name] = {"sft": {**entropy(stats[name]), **scores(sft_dir)},
+                         "grpo": {**scores(grpo_dir), "reward_curve": reward_curve(grpo_dir)}}
+    # summarised only where every checkpoint has readable forks (an untrained model writes none)
+    readable = [stage.get("short_branch") is not None for run in per_run.values() for stage in run.values()]
+    branch = ["short_branch"] if problems and all(readable) else []
     ks = list(per_run["base"]["sft"]["pass"])
     level_keys = list(per_run["base"]["sft"]["levels"])
 
     def arm_summary(values: list[dict]) -> dict:
         out = {}
         for stage in STAGES:
-            scalars = ["avg"] + (["entropy", "entropy_forks", "entropy_determined"] if stage == "sft" else [])
+            scalars = ["avg", *branch] + (["entropy", "entropy_forks", "entropy_determined"] if stage == "sft" else [])
             out[stage] = {key: summarise(values, (stage, key)) for key in scalars}
             out[stage]["pass"] = {k: summarise(values, (stage, "pass", k)) for k in ks}
             out[stage]["levels"] = {lvl: summarise(values, (stage, "levels", lvl)) for lvl in level_keys}
@@ -118,9 +139,11 @@ def study_report(cfg, arms, runs: dict, results: dict, stats: dict, levels: dict
                 "sft": {**entropy_pairs([x["sft"] for x in va], [y["sft"] for y in vb]),
                         "entropy_forks": diff(("sft", "entropy_forks")),
                         "entropy_determined": diff(("sft", "entropy_determined")), "avg": diff(("sft", "avg")),
-                        "pass": {k: diff(("sft", "pass", k)) for k in ks}},
+                        "pass": {k: diff(("sft", "pass", k)) for k in ks},
+                        **{key: diff(("sft", key)) for key in branch}},
                 "grpo": {"avg": diff(("grpo", "avg")), "pass": {k: diff(("grpo", "pass", k)) for k in ks},
-                         "levels": {lvl: diff(("grpo", "levels", lvl)) for lvl in level_keys}}}
+                         "levels": {lvl: diff(("grpo", "levels", lvl)) for lvl in level_keys},
+                         **{key: diff(("grpo", key)) for key in branch}}}
 
     vs_reference = {arm.name: paired(arm.name, REFERENCE) for arm in arms if arm.name != REFERENCE}
     vs_reference = {k: v for k, v in vs_reference.items() if v}
@@ -182,6 +205,16 @@ def markdown(report: dict) -> str:
                   "|" + "---|" * (1 + len(report["levels"]))]
         for name, a in report["arms"].items():
             lines.append(f"| {name} | " + " | ".join(_pct(a["grpo"]["levels"][lvl]) for lvl in report["levels"]) + " |")
+    if any("short_branch" in a["sft"] for a in report["arms"].values()):
+        lines += ["", "Short branch at the forks (% of the forks where a sample repeated the larger factor; the "
+                  "demonstrations take it on about half of them):", "",
+                  "| arm | after SFT | after GRPO | Δ vs nll after SFT | Δ vs nll after GRPO |", "|---|---|---|---|---|",
+                  f"| base | {100 * base['short_branch']:.1f} | | | |"]
+        for name, a in report["arms"].items():
+            d = report["paired"].get(name)
+            deltas = [_pct(d[stage]["short_branch"]) if d else "" for stage in STAGES]
+            lines.append(f"| {name} | {_pct(a['sft']['short_branch'])} | {_pct(a['grpo']['short_branch'])} | "
+                         f"{deltas[0]} | {deltas[1]} |")
     if report["paired"] or report["ablations"]:
         lines += ["", "Paired differences (same seed):", "",
                   f"| difference | seeds | ΔH | ΔH forks | ΔH determined | Δ SFT avg@{n} | Δ SFT pass@{n} | "
