@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from curiosft_trl.prompts import THINK_END, prompt_messages
+from curiosft_trl.prompts import THINK_END, prompt_messages, think_completion
 from curiosft_trl.tiny import (
     TINY_SYSTEM_PROMPT,
     boxed_answer,
@@ -25,7 +25,6 @@ from curiosft_trl.tiny import (
     write_jsonl,
 )
 from curiosft_trl.tiny.base import BASE_VERSION, COMPLETE_MARKER, DATA_LEVELS, DATA_SEEDS, DATA_SIZES
-from curiosft_trl.prompts import think_completion
 from curiosft_trl.tiny.task import LEVELS, TOKEN_BUDGET, answer_text, fork_choices, parse_terms, product_chain
 
 
