@@ -197,38 +197,24 @@ def test_two_processes_gloo(tmp_path, tiny_model_dir, tiny_rl_file):
 # ------------------------------------------------------------------------------------------------ learning
 
 
-@pytest.fixture(scope="module")
-def tiny_sft_checkpoint(tmp_path_factory) -> Path:
-    """The tiny default's SFT stage, shortened to 60 steps: `make tiny`'s base model (`outputs/tiny/base`, built
-    there if missing, ~4.5 min) + CurioSFT with `recipes/tiny/curiosft.yaml` on the task's canonical demonstrations."""
-    from curiosft_trl.cli.sft import main as sft_main
-    from curiosft_trl.tiny import ensure_tiny_base, ensure_tiny_data
-
-    base = ensure_tiny_base(ROOT / "outputs/tiny/base")
-    root = tmp_path_factory.mktemp("tiny-sft")
-    data = ensure_tiny_data(root / "data")
-    out = root / "sft"
-    sft_main(["--config", str(ROOT / "recipes/tiny/curiosft.yaml"), "--model_name_or_path", str(base),
-              "--dataset_name", str(data["sft_train"]), "--output_dir", str(out), "--max_steps", "60",
-              "--save_strategy", "no", "--use_cpu", "true"])
-    return out
-
-
-def test_grpo_raises_the_mean_reward_from_the_tiny_sft_checkpoint(tmp_path, tiny_sft_checkpoint):
-    """40 seeded GRPO steps (20 rollouts of 8 prompts x 8 samples) with the tiny recipe's settings on a fixed pool of
-    8 level-1 prompts: the policy must learn them, so the mean reward of the last 5 rollouts clearly exceeds that of
-    the first 5 (measured: ~0.15 -> ~0.7 on the full-length SFT checkpoint, 2 seeds)."""
+def test_grpo_learns_from_a_model_that_explores_at_the_forks(tmp_path):
+    """40 seeded GRPO steps (20 rollouts of 8 prompts x 8 samples) with the tiny recipe's settings, budget included,
+    from `make tiny`'s base model (`outputs/tiny/base`, built there if missing, ~10 min), which samples both branches
+    at the forks, on a fixed pool of 8 level-3 prompts, where the demonstrations' branch mostly overruns the budget:
+    the policy must learn them, so the mean reward of the last 5 rollouts clearly exceeds that of the first 5
+    (measured: 0.12 -> 0.33 with the recipe's seed, 0.11 -> 0.31 with seed 7)."""
+    from curiosft_trl.tiny import ensure_tiny_base
     from curiosft_trl.tiny.task import make_split, write_jsonl
 
-    prompts = write_jsonl(make_split("train", n=8, seed=7, levels=(1,)), tmp_path / "pool.jsonl")
+    base = ensure_tiny_base(ROOT / "outputs/tiny/base")
+    prompts = write_jsonl(make_split("train", n=8, seed=7, levels=(3,)), tmp_path / "pool.jsonl")
     recipe = yaml.safe_load((ROOT / "recipes/tiny/grpo.yaml").read_text())
-    recipe.update(model_name_or_path=str(tiny_sft_checkpoint), dataset_name=str(prompts),
-                  output_dir=str(tmp_path / "out"), max_completion_length=64, max_steps=40, logging_steps=2,
-                  save_steps=40, use_cpu=True)
+    recipe.update(model_name_or_path=str(base), dataset_name=str(prompts), output_dir=str(tmp_path / "out"),
+                  max_steps=40, logging_steps=2, save_steps=40, use_cpu=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     main(["--config", str(path)])
     rewards_per_rollout = [h["reward"] for h in logged(tmp_path / "out" / "checkpoint-40")]
     assert len(rewards_per_rollout) == 20
     first, last = sum(rewards_per_rollout[:5]) / 5, sum(rewards_per_rollout[-5:]) / 5
-    assert last > first + 0.2 and last > 2 * first, rewards_per_rollout
+    assert last > first + 0.12 and last > 2 * first, rewards_per_rollout
