@@ -14,7 +14,10 @@
    logits (the unit of cost of any LM loss), interleaved over rounds: medians and the range across rounds.
    `one pass` is the trainer's `teacher_gold_logprobs`; `separate passes` composes the same numbers from
    `entropy_guided_temperature` (full-vocab entropy via log_softmax) and a `log_softmax(z / tau)`, as the teacher
-   did before the one-pass head, with the Newton and with the bisection solve. `--temperature` runs this part only.
+   did before the one-pass head, with the Newton and with the bisection solve. `part:` rows time the two things the
+   exact rule cannot skip, one top-k and one fused exp sweep over the vocabulary (`logsumexp`: the entropy and the
+   gold log-prob at tau each need all V logits): their sum is the floor of an implementation without a fused kernel.
+   `--temperature` runs this part only.
 
 `--quick`: one round of a tiny shape, 2 + 2 steps: a smoke test (tests/test_bench.py), not a measurement.
 """
@@ -138,6 +141,9 @@ def temperature_bench(device: str, tokens: int = 256, rounds: int = 5) -> None:
     fns = {"one pass (newton)": lambda z: teacher_gold_logprobs(z, labels),
            "separate passes (newton)": lambda z: separate_passes(z, labels, "newton"),
            "separate passes (bisection)": lambda z: separate_passes(z, labels, "bisection"),
+           # the floor's parts: what any exact teacher side must do besides the temperature solve on K = 512 values
+           "part: topk 512": lambda z: z.topk(512, dim=-1),
+           "part: one logsumexp": lambda z: torch.logsumexp(z, dim=-1),
            "log_softmax": lambda z: torch.log_softmax(z, dim=-1)}
     times = {name: [] for name in fns}
     for _ in range(rounds):
