@@ -1,4 +1,4 @@
-"""The tiny *base* model: the untrained tiny Qwen2, pretrained for ~10 CPU-minutes on traces with either branch.
+"""The tiny *base* model: the untrained tiny Qwen2, pretrained for 11 CPU-minutes on traces with either branch.
 
 It plays the role Qwen2.5-Math plays in the paper: it already knows the task (at temperature 1 it solves 98% of
 level-1, 93% of level-2 and 76% of level-3 problems without a budget), and, having seen both branches at every fork,
@@ -47,7 +47,7 @@ from curiosft_trl.tiny.task import (
 BASE_VERSION = "tiny-base-v4"
 DEFAULT_DIR = "outputs/tiny/base"
 COMPLETE_MARKER = "COMPLETE"
-# Pretraining schedule: STEPS batches of BATCH_SIZE conversations, ~0.38 s each on 2 cores (~10 min). The steps are
+# Pretraining schedule: STEPS batches of BATCH_SIZE conversations, 0.41 s each on 2 quiet cores (661 s). The steps are
 # what the task needs: at 1000 of these 1600 steps the model still copied the wrong term at the start of most
 # product lines; between 1000 and 1300 it learned to (measured on levels 2-3 at temperature 1: 1% -> 65% correct).
 SEED, STEPS, BATCH_SIZE, LR, WARMUP = 0, 1600, 32, 4e-3, 50
