@@ -208,8 +208,8 @@ def markdown(report: dict) -> str:
     if any("short_branch" in a["sft"] for a in report["arms"].values()):
         lines += ["", "Short branch at the forks (% of the forks where a sample repeated the larger factor; the "
                   "demonstrations take it on about half of them):", "",
-                  "| arm | after SFT | after GRPO | Δ vs nll after SFT | Δ vs nll after GRPO |", "|---|---|---|---|---|",
-                  f"| base | {100 * base['short_branch']:.1f} | | | |"]
+                  "| arm | after SFT | after GRPO | Δ vs nll after SFT | Δ vs nll after GRPO |",
+                  "|---|---|---|---|---|", f"| base | {100 * base['short_branch']:.1f} | | | |"]
         for name, a in report["arms"].items():
             d = report["paired"].get(name)
             deltas = [_pct(d[stage]["short_branch"]) if d else "" for stage in STAGES]

@@ -34,9 +34,9 @@ from curiosft_trl.tiny.task import (
     TINY_SYSTEM_PROMPT,
     TOKEN_BUDGET,
     answer_text,
-    fork_positions,
     generate_problem,
     make_split,
+    product_lines,
     solve,
     split_of,
     write_jsonl,
@@ -225,7 +225,7 @@ def choice_point_entropy(model, tokenizer, rows: list[dict], seed: int = 0) -> d
         reasoning = solve(row, rng, "diverse")
         text = conversation(tokenizer, row["problem"], think_completion(reasoning, answer_text(row["answer"])))
         start = text.index(reasoning)
-        offsets = {"fork": [start + pos for a, b, pos in fork_positions(reasoning) if a != b], "arithmetic": []}
+        offsets = {"fork": [start + pos for a, b, _, pos in product_lines(reasoning) if a != b], "arithmetic": []}
         for match in re.finditer(r"\+\d+=(\d+)", reasoning):
             offsets["arithmetic"] += range(start + match.start(1), start + match.end(1))
         enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)

@@ -57,7 +57,7 @@ STRATEGIES = ("canonical", "diverse", "shortest")
 TEST_FRACTION_DENOM = 10
 _TERM = re.compile(r"(\d+)\*(\d+)")
 # A product line of a trace, first (`a*b=r+r=...`) or later (`+a*b=total+r=...`): groups a, b and r, the repeated
-# factor (the fork's branch). Group 4 spans the fork token.
+# factor (the fork's branch); group 5 spans the fork token.
 _PRODUCT_LINE = re.compile(r"^(?:(\d+)\*(\d+)=|\+(\d+)\*(\d+)=\d+\+)(\d+)(?=[+=])", re.MULTILINE)
 
 
@@ -73,7 +73,8 @@ def parse_terms(problem: str) -> list[tuple[int, int]]:
 
 
 def generate_problem(rng: random.Random, level: int) -> dict:
-    """One random problem of `level` (1..3: a sum of `level + 1` products): `{id, problem, answer, level}`; `id` is a hash of the text."""
+    """One random problem of `level` (1..3: a sum of `level + 1` products): `{id, problem, answer, level}`; `id` is
+    a hash of the text."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
     terms = [(rng.choice(FACTORS), rng.choice(FACTORS)) for _ in range(level + 1)]
@@ -125,9 +126,9 @@ def solve(problem_row: dict, rng: random.Random | None = None, strategy: str = "
     return "\n".join(lines)
 
 
-def fork_positions(reasoning: str) -> list[tuple[int, int, int]]:
-    """`(a, b, character offset of the fork token)` of every product line of a trace, in order."""
-    return [(int(m.group(1) or m.group(3)), int(m.group(2) or m.group(4)), m.start(5))
+def product_lines(reasoning: str) -> list[tuple[int, int, int, int]]:
+    """`(a, b, repeated factor, character offset of the fork token)` of every product line of a trace, in order."""
+    return [(int(m.group(1) or m.group(3)), int(m.group(2) or m.group(4)), int(m.group(5)), m.start(5))
             for m in _PRODUCT_LINE.finditer(reasoning)]
 
 
@@ -135,8 +136,8 @@ def fork_choices(problem: str, reasoning: str) -> list[str]:
     """Which branch a trace took at each fork (a product `a*b` with `a != b`), in problem order: `"short"` (it
     repeats the larger factor), `"long"` (the smaller one), or `"none"` (no readable line for that product)."""
     chosen = {}
-    for m in _PRODUCT_LINE.finditer(reasoning):
-        chosen.setdefault((int(m.group(1) or m.group(3)), int(m.group(2) or m.group(4))), int(m.group(5)))
+    for a, b, r, _ in product_lines(reasoning):
+        chosen.setdefault((a, b), r)
     choices = []
     for a, b in parse_terms(problem):
         if a == b:
