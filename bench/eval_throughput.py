@@ -6,7 +6,7 @@ transformers'. The model is the tiny SFT checkpoint (`outputs/tiny/sft-curiosft`
 with varied lengths, as in a real evaluation), else the cached tiny base. Grading runs the shared grader
 (`grade_many`) on a mix of boxed-correct, boxed-wrong and unboxed completions.
 
-Usage: python bench/eval_throughput.py [--model DIR] [--prompts N]   (vLLM must be installed)
+Usage: python bench/eval_throughput.py [--model DIR] [--prompts N] [--max-new-tokens N]   (vLLM must be installed)
 """
 
 import argparse
@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES, MAX_NEW_TOKENS = 8, 512
 
 
-def generation_throughput(backend_name: str, model: str, prompts: list[str], seeds: list[int]) -> float:
+def generation_throughput(backend_name: str, model: str, prompts: list[str], seeds: list[int],
+                          max_new_tokens: int = MAX_NEW_TOKENS) -> float:
     """Generated tokens per second of one backend (load and warm-up excluded)."""
     backend = build_backend(backend_name, model, seed=0, dtype="float32", enforce_eager=True, batch_size=64)
-    sampling = SamplingConfig(temperature=0.6, max_new_tokens=MAX_NEW_TOKENS)
+    sampling = SamplingConfig(temperature=0.6, max_new_tokens=max_new_tokens)
     backend.generate(prompts[:2], seeds[:2], sampling)
     start = time.perf_counter()
     samples = backend.generate(prompts, seeds, sampling)
@@ -51,6 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None, help="default: outputs/tiny/sft-curiosft, else the tiny base")
     parser.add_argument("--prompts", type=int, default=200, help="tiny test problems (200: the whole split)")
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
+                        help="per sample (the tiny eval recipe: 512); bounds a larger model's run")
     opts = parser.parse_args()
     sft, base = ROOT / "outputs/tiny/sft-curiosft", ROOT / "outputs/tiny/base"  # `make sft`'s, `make tiny`'s
     model = opts.model or str(sft if (sft / "config.json").is_file() else ensure_tiny_base(base))
@@ -63,9 +66,9 @@ def main() -> None:
         prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
                    for r in rows for _ in range(SAMPLES)]
         seeds = list(range(len(prompts)))
-        hf = generation_throughput("transformers", model, prompts, seeds)
-        vl = generation_throughput("vllm", model, prompts, seeds)
-    print(f"# Evaluation, {model}: {len(prompts)} samples, up to {MAX_NEW_TOKENS} new tokens")
+        hf = generation_throughput("transformers", model, prompts, seeds, opts.max_new_tokens)
+        vl = generation_throughput("vllm", model, prompts, seeds, opts.max_new_tokens)
+    print(f"# Evaluation, {model}: {len(prompts)} samples, up to {opts.max_new_tokens} new tokens")
     print(f"eval generation: "
           f"vllm {vl:.0f} tok/s, transformers {hf:.0f} tok/s, ratio vllm/transformers {vl / hf:.2f}x")
     print(f"grading: {grading_throughput():.0f} completions/s ({grading.default_num_workers()} workers)")
