@@ -47,9 +47,10 @@ from curiosft_trl.tiny.task import (
 BASE_VERSION = "tiny-base-v4"
 DEFAULT_DIR = "outputs/tiny/base"
 COMPLETE_MARKER = "COMPLETE"
-# Pretraining schedule: STEPS batches of BATCH_SIZE conversations, 0.41 s each on 2 quiet cores (661 s; 650 s in a later build). The steps are
-# what the task needs: at 1000 of these 1600 steps the model still copied the wrong term at the start of most
-# product lines; between 1000 and 1300 it learned to (measured on levels 2-3 at temperature 1: 1% -> 65% correct).
+# Pretraining schedule: STEPS batches of BATCH_SIZE conversations, 0.41 s each on 2 quiet cores (661 s; 650 s in a
+# later build). The steps are what the task needs: at 1000 of these 1600 steps the model still copied the wrong term
+# at the start of most product lines; between 1000 and 1300 it learned to (measured on levels 2-3 at temperature 1:
+# 1% -> 65% correct).
 SEED, STEPS, BATCH_SIZE, LR, WARMUP = 0, 1600, 32, 4e-3, 50
 DATA_SEEDS = {"sft_train": 1, "rl_train": 2, "test": 3}
 DATA_SIZES = {"sft_train": 2000, "rl_train": 500, "test": 200}
