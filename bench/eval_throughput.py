@@ -28,7 +28,7 @@ SAMPLES, MAX_NEW_TOKENS = 8, 512
 
 
 def generation_throughput(backend_name: str, model: str, prompts: list[str], seeds: list[int],
-                          max_new_tokens: int = MAX_NEW_TOKENS) -> float:
+                          max_new_tokens: int) -> float:
     """Generated tokens per second of one backend (load and warm-up excluded)."""
     backend = build_backend(backend_name, model, seed=0, dtype="float32", enforce_eager=True, batch_size=64)
     sampling = SamplingConfig(temperature=0.6, max_new_tokens=max_new_tokens)

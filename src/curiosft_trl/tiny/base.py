@@ -76,8 +76,8 @@ def pretraining_batch(tokenizer, rng: random.Random, batch_size: int = BATCH_SIZ
     likely cause, not tested: a batch's loss is a mean over its tokens, so a batch of short problems weighs as much
     as one of long ones. No packing: with several problems in one row the model would learn to copy terms from the
     wrong problem. Labels are -100 on the prompt and padding, so the loss is on the assistant turn only (the
-    problem's random digits are not worth modelling). Problems repeat
-    (the level-1 space is small) but test-split problems never appear.
+    problem's random digits are not worth modelling). Problems repeat (the level-1 space is small) but test-split
+    problems never appear.
     """
     level, examples = rng.choice(LEVELS), []
     while len(examples) < batch_size:
