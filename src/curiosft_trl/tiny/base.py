@@ -72,12 +72,15 @@ def pretraining_batch(tokenizer, rng: random.Random, batch_size: int = BATCH_SIZ
 
     One level per batch keeps padding small (22% of the tokens). Not smaller: batches also grouped by length (8
     batches of a level drawn at once, sorted, cut) had 4% padding and 1.37x faster steps, but after the same 1600
-    steps the model solved 33/9/0% of levels 1/2/3 greedily instead of 100/72/18% (final loss 0.081 vs 0.019). A
-    likely cause, not tested: a batch's loss is a mean over its tokens, so a batch of short problems weighs as much
-    as one of long ones. No packing: with several problems in one row the model would learn to copy terms from the
-    wrong problem. Labels are -100 on the prompt and padding, so the loss is on the assistant turn only (the
-    problem's random digits are not worth modelling). Problems repeat (the level-1 space is small) but test-split
-    problems never appear.
+    steps the model solved 33/9/0% of levels 1/2/3 greedily instead of 100/72/18% (final loss 0.081 vs 0.019).
+    That is not the batches' token weighting: cutting each of these batches into 4 length-sorted parts whose losses
+    are divided by the whole batch's token count (the same gradient to 1e-6 relative, 0.81x the step time in an
+    interleaved bench) also gave a weak base, 67/6/3% (last 100 steps' loss 0.051 vs 0.022). The build is
+    deterministic on one machine (rebuilt twice, the same losses), but at 1600 steps where it lands hangs on float
+    rounding: any change to its arithmetic needs its quality measured again (`python -m curiosft_trl.tiny DIR`). No
+    packing: with several problems in one row the model would learn to copy terms from the wrong problem. Labels
+    are -100 on the prompt and padding, so the loss is on the assistant turn only (the problem's random digits are
+    not worth modelling). Problems repeat (the level-1 space is small) but test-split problems never appear.
     """
     level, examples = rng.choice(LEVELS), []
     while len(examples) < batch_size:
