@@ -6,10 +6,13 @@ transformers'. The model is the tiny SFT checkpoint (`outputs/tiny/sft-curiosft`
 with varied lengths, as in a real evaluation), else the cached tiny base. Grading runs the shared grader
 (`grade_many`) on a mix of boxed-correct, boxed-wrong and unboxed completions.
 
-Usage: python bench/eval_throughput.py [--model DIR] [--prompts N] [--max-new-tokens N]   (vLLM must be installed)
+Usage: python bench/eval_throughput.py [--model DIR] [--prompts N] [--max-new-tokens N] [--dtype D] [--json]
+(vLLM must be installed). vLLM runs eagerly on the CPU and with CUDA graphs on a GPU, as the evaluation does
+(`EvalConfig.enforce_eager`). `--json` ends the output with one JSON line of the numbers (the GPU check reads it).
 """
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -28,9 +31,12 @@ SAMPLES, MAX_NEW_TOKENS = 8, 512
 
 
 def generation_throughput(backend_name: str, model: str, prompts: list[str], seeds: list[int],
-                          max_new_tokens: int) -> float:
+                          max_new_tokens: int, dtype: str) -> float:
     """Generated tokens per second of one backend (load and warm-up excluded)."""
-    backend = build_backend(backend_name, model, seed=0, dtype="float32", enforce_eager=True, batch_size=64)
+    import torch
+
+    backend = build_backend(backend_name, model, seed=0, dtype=dtype, enforce_eager=not torch.cuda.is_available(),
+                            batch_size=64)
     sampling = SamplingConfig(temperature=0.6, max_new_tokens=max_new_tokens)
     backend.generate(prompts[:2], seeds[:2], sampling)
     start = time.perf_counter()
@@ -54,6 +60,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=200, help="tiny test problems (200: the whole split)")
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS,
                         help="per sample (the tiny eval recipe: 512); bounds a larger model's run")
+    parser.add_argument("--dtype", default="float32", help="both backends' weights (bfloat16 on a GPU)")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line of the numbers")
     opts = parser.parse_args()
     sft, base = ROOT / "outputs/tiny/sft-curiosft", ROOT / "outputs/tiny/base"  # `make sft`'s, `make tiny`'s
     model = opts.model or str(sft if (sft / "config.json").is_file() else ensure_tiny_base(base))
@@ -66,12 +74,17 @@ def main() -> None:
         prompts = [tok.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True)
                    for r in rows for _ in range(SAMPLES)]
         seeds = list(range(len(prompts)))
-        hf = generation_throughput("transformers", model, prompts, seeds, opts.max_new_tokens)
-        vl = generation_throughput("vllm", model, prompts, seeds, opts.max_new_tokens)
-    print(f"# Evaluation, {model}: {len(prompts)} samples, up to {opts.max_new_tokens} new tokens")
+        hf = generation_throughput("transformers", model, prompts, seeds, opts.max_new_tokens, opts.dtype)
+        vl = generation_throughput("vllm", model, prompts, seeds, opts.max_new_tokens, opts.dtype)
+    graded = grading_throughput()
+    print(f"# Evaluation, {model}: {len(prompts)} samples, up to {opts.max_new_tokens} new tokens, {opts.dtype}")
     print(f"eval generation: "
           f"vllm {vl:.0f} tok/s, transformers {hf:.0f} tok/s, ratio vllm/transformers {vl / hf:.2f}x")
-    print(f"grading: {grading_throughput():.0f} completions/s ({grading.default_num_workers()} workers)")
+    print(f"grading: {graded:.0f} completions/s ({grading.default_num_workers()} workers)")
+    if opts.json:
+        print(json.dumps({"model": model, "samples": len(prompts), "max_new_tokens": opts.max_new_tokens,
+                          "dtype": opts.dtype, "vllm_tokens_per_s": vl, "transformers_tokens_per_s": hf,
+                          "vllm_over_transformers": vl / hf, "graded_per_s": graded}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ Parts, each in its own process (its own peak memory, its own time limit; a faili
   process) saves a checkpoint with its teacher at step 2; a second run resumed from it reaches the same losses at
   steps 3 and 4. On a CPU (ZeRO-3 does not start there) the dry run uses ZeRO-2 instead, and says so.
 - `grpo`: a few GRPO steps of the RL CLI (transformers generation) on the GPU.
+- `eval_throughput`: `bench/eval_throughput.py`, generated tokens/s of vLLM vs transformers on the same sampled
+  requests, bf16, at the Qwen2.5-0.5B backbone shape under the tiny tokenizer (random weights: every sample runs to
+  the token limit).
 
 Models are random-initialised; the tiny model and data come from `curiosft_trl.tiny` (no downloads). On a GPU image
 that has CUDA torch but not the project's other packages, install their wheels into its environment first (`pip
@@ -154,7 +157,17 @@ def grpo(cuda: bool, quick: bool, workdir: Path) -> dict:
             "seconds": time.perf_counter() - start}
 
 
-PARTS = {"sft_speed": sft_speed, "cuda_vs_cpu": cuda_vs_cpu, "zero3_resume": zero3_resume, "grpo": grpo}
+def eval_throughput(cuda: bool, quick: bool, workdir: Path) -> dict:
+    model = prepare_tiny(workdir)[0] if quick else random_model(workdir, "qwen2.5-0.5b")
+    prompts, tokens = ("4", "16") if quick else ("50", "256")  # 400 samples: about a minute per backend
+    result = run([sys.executable, "bench/eval_throughput.py", "--model", str(model), "--prompts", prompts,
+                  "--max-new-tokens", tokens, "--dtype", "bfloat16" if cuda else "float32", "--json"], timeout=500)
+    measured = last_json(result)
+    return {**measured, "ok": measured["vllm_tokens_per_s"] > 0 and measured["transformers_tokens_per_s"] > 0}
+
+
+PARTS = {"sft_speed": sft_speed, "cuda_vs_cpu": cuda_vs_cpu, "zero3_resume": zero3_resume, "grpo": grpo,
+         "eval_throughput": eval_throughput}
 
 
 # ---- helpers run in their own process ------------------------------------------------------------------------------
@@ -172,6 +185,25 @@ def prepare_tiny(workdir: Path) -> tuple[Path, Path, Path]:
     if not rl_file.exists():
         write_jsonl(make_split("train", n=32, seed=2, strategy="canonical", levels=(1,)), rl_file)
     return model, sft_file, rl_file
+
+
+def random_model(workdir: Path, arch: str) -> Path:
+    """A randomly initialised model of `bench/sft_step.py`'s `arch` shape under the tiny tokenizer (built once)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from sft_step import ARCHS
+
+    model_dir, tiny = workdir / f"random-{arch}", prepare_tiny(workdir)[0]
+    if not (model_dir / "config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(tiny)
+        shape = {**AutoConfig.from_pretrained(tiny).to_dict(), **ARCHS[arch]}
+        shape["head_dim"] = shape["hidden_size"] // shape["num_attention_heads"]
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(AutoConfig.for_model(**shape)).save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+    return model_dir
 
 
 def tiny_losses(workdir: Path, device: str, precision: str) -> list[float]:

@@ -1,4 +1,5 @@
-"""`make bench`'s SFT benchmark runs end to end (a smoke test at a tiny shape; timings are not asserted)."""
+"""`make bench`'s SFT benchmark and the GPU check's evaluation part run end to end (smoke tests at tiny shapes;
+timings are not asserted)."""
 
 import json
 import subprocess
@@ -34,3 +35,15 @@ def test_a_baseline_checkout_runs_as_a_third_alternating_arm(tmp_path):
     assert result["library"]["curiosft"] == str(BENCH.parents[1] / "src" / "curiosft_trl")
     low, high = result["baseline_ratio_range"]
     assert 0 < low <= result["baseline_ratio_median"] <= high and "baseline    curiosft" in out
+
+
+def test_the_gpu_checks_eval_throughput_part_dry_runs_on_the_cpu(tmp_path):
+    """The part a lent GPU runs without a rehearsal: vLLM vs transformers tokens/s, read from the bench's JSON line."""
+    check = BENCH.parent / "gpu_check.py"
+    subprocess.run([sys.executable, str(check), "--quick", "--parts", "eval_throughput",
+                    "--out", str(tmp_path / "c.json"), "--workdir", str(tmp_path / "work")],
+                   capture_output=True, text=True, timeout=600, check=True)
+    part = json.loads((tmp_path / "c.json").read_text())["parts"]["eval_throughput"]
+    assert part["ok"], part
+    assert part["samples"] == 4 * 8 and part["max_new_tokens"] == 16 and part["dtype"] == "float32"
+    assert part["vllm_over_transformers"] == part["vllm_tokens_per_s"] / part["transformers_tokens_per_s"]
