@@ -159,7 +159,7 @@ def grpo(cuda: bool, quick: bool, workdir: Path) -> dict:
 
 def eval_throughput(cuda: bool, quick: bool, workdir: Path) -> dict:
     model = prepare_tiny(workdir)[0] if quick else random_model(workdir, "qwen2.5-0.5b")
-    prompts, tokens = ("4", "16") if quick else ("50", "256")  # 400 samples: about a minute per backend
+    prompts, tokens = ("4", "16") if quick else ("50", "256")  # 400 samples: bounded for the device time
     result = run([sys.executable, "bench/eval_throughput.py", "--model", str(model), "--prompts", prompts,
                   "--max-new-tokens", tokens, "--dtype", "bfloat16" if cuda else "float32", "--json"], timeout=500)
     measured = last_json(result)
