@@ -22,20 +22,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def extensions_dir(tmp_path_factory) -> Path:
-    """This run's own torch extensions folder. DeepSpeed JIT-builds its CPU shared-memory op there under a file
+@pytest.fixture(scope="module", autouse=True)
+def own_extensions_dir(tmp_path_factory):
+    """This module's own torch extensions folder. DeepSpeed JIT-builds its CPU shared-memory op there under a file
     lock; a build killed mid-way elsewhere (~/.cache/torch_extensions) leaves the lock behind, and every later
     ZeRO run then waits on it forever. Costs one ~30 s build per test session."""
-    return tmp_path_factory.mktemp("torch_extensions")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path_factory.mktemp("torch_extensions")))
+        yield
 
 
-def train(tmp_path, name, model_dir, data_file, batch, extensions_dir, processes=1, **overrides) -> list[dict]:
+def train(tmp_path, name, model_dir, data_file, batch, processes=1, **overrides) -> list[dict]:
     out = tmp_path / name
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", f"--master_port={free_port()}"]
     extra = [x for k, v in overrides.items() for x in (f"--{k}", json.dumps(v))]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(extensions_dir)}
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
     # A session of its own, so that a timeout kills the workers too and not only the launcher
     with subprocess.Popen([*launcher, WORKER, str(model_dir), str(data_file), str(out), str(batch), *extra],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -51,8 +53,8 @@ def train(tmp_path, name, model_dir, data_file, batch, extensions_dir, processes
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, tiny_model_dir, tiny_sft_file, extensions_dir):
-    return train(tmp_path_factory.mktemp("single"), "single", tiny_model_dir, tiny_sft_file, 8, extensions_dir)
+def single(tmp_path_factory, tiny_model_dir, tiny_sft_file):
+    return train(tmp_path_factory.mktemp("single"), "single", tiny_model_dir, tiny_sft_file, batch=8)
 
 
 def assert_same_run(a: list[dict], b: list[dict]):
@@ -62,17 +64,16 @@ def assert_same_run(a: list[dict], b: list[dict]):
             assert y[key] == pytest.approx(x[key], rel=1e-5), key
 
 
-def test_two_processes_match_one(single, tmp_path, tiny_model_dir, tiny_sft_file, extensions_dir):
-    assert_same_run(single, train(tmp_path, "ddp", tiny_model_dir, tiny_sft_file, 4, extensions_dir, processes=2))
+def test_two_processes_match_one(single, tmp_path, tiny_model_dir, tiny_sft_file):
+    assert_same_run(single, train(tmp_path, "ddp", tiny_model_dir, tiny_sft_file, batch=4, processes=2))
 
 
-def test_gradient_accumulation_matches_one_batch(single, tmp_path, tiny_model_dir, tiny_sft_file, extensions_dir):
-    accumulated = train(tmp_path, "accum", tiny_model_dir, tiny_sft_file, 4, extensions_dir,
-                        gradient_accumulation_steps=2)
+def test_gradient_accumulation_matches_one_batch(single, tmp_path, tiny_model_dir, tiny_sft_file):
+    accumulated = train(tmp_path, "accum", tiny_model_dir, tiny_sft_file, batch=4, gradient_accumulation_steps=2)
     for x, y in zip(single, accumulated, strict=True):
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-5)
 
 
-def test_deepspeed_zero2_two_processes_match_one(single, tmp_path, tiny_model_dir, tiny_sft_file, extensions_dir):
-    zero2 = train(tmp_path, "zero2", tiny_model_dir, tiny_sft_file, 4, extensions_dir, processes=2, deepspeed=ZERO2)
+def test_deepspeed_zero2_two_processes_match_one(single, tmp_path, tiny_model_dir, tiny_sft_file):
+    zero2 = train(tmp_path, "zero2", tiny_model_dir, tiny_sft_file, batch=4, processes=2, deepspeed=ZERO2)
     assert_same_run(single, zero2)
