@@ -2,7 +2,8 @@
 
 It plays the role Qwen2.5-Math plays in the paper: it already knows the task (at temperature 1 it solves 91% of
 level-1, 76% of level-2 and 48% of level-3 problems in 256 tokens), and, having seen both branches at every fork,
-it is uncertain there; within the task's 128-token budget it solves fewer (90/64/6%), which is the headroom SFT and RL work on.
+it is uncertain there; within the task's 128-token budget it solves fewer (90/64/6%), which is the headroom SFT
+and RL work on.
 Built once into `outputs/tiny/base` (by `make tiny`, by the tests that need it, or by
 
     python -m curiosft_trl.tiny [DIR]         # builds DIR (default outputs/tiny/base), prints time and quality
