@@ -11,9 +11,9 @@ Built once into `outputs/tiny/base` (by `make tiny`, by the tests that need it, 
 ) and reused while its `COMPLETE` marker names the current `BASE_VERSION`.
 
 What helped it learn in a few CPU-minutes: compact text (digits and one operator, no space tokens), a one-line
-system prompt, more steps of batch 32 (batch 16 for the same CPU time learned much less), and a learning rate
-low enough for the last skill to form early. Its last skill to
-form is copying the next term of the problem at the start of each line (see `STEPS`).
+system prompt, more steps of batch 32 (batch 16 for the same CPU time learned much less), and a learning rate low
+enough for its last skill, copying the next term of the problem at the start of each line, to form early (see
+`STEPS`).
 """
 
 import json
