@@ -202,7 +202,11 @@ def test_grpo_learns_from_a_model_that_explores_at_the_forks(tmp_path):
     from `make tiny`'s base model (`outputs/tiny/base`, built there if missing, ~8 min), which samples both branches
     at the forks, on a fixed pool of 8 level-3 prompts, where the demonstrations' branch mostly overruns the budget:
     the policy must learn them, so the mean reward of the last 5 rollouts clearly exceeds that of the first 5
-    (measured with the recipe's seed: 0.13 -> 0.43 from tiny-base-v6, 0.12 -> 0.33 from v4)."""
+    (measured with the recipe's seed: 0.13 -> 0.43 from tiny-base-v6, 0.12 -> 0.33 from v4).
+
+    One setting differs: learning rate 1e-4, not the recipe's 3e-5. The recipe's was chosen for GRPO from SFT
+    checkpoints (recipes/tiny/study.yaml); from the base it learns more slowly (0.15 -> 0.31 in 40 steps, 0.32 in
+    80), too close to this test's bound of twice the first reward to tell learning from noise."""
     from curiosft_trl.tiny import ensure_tiny_base
     from curiosft_trl.tiny.task import make_split, write_jsonl
 
@@ -210,7 +214,7 @@ def test_grpo_learns_from_a_model_that_explores_at_the_forks(tmp_path):
     prompts = write_jsonl(make_split("train", n=8, seed=7, levels=(3,)), tmp_path / "pool.jsonl")
     recipe = yaml.safe_load((ROOT / "recipes/tiny/grpo.yaml").read_text())
     recipe.update(model_name_or_path=str(base), dataset_name=str(prompts), output_dir=str(tmp_path / "out"),
-                  max_steps=40, logging_steps=2, save_steps=40, use_cpu=True)
+                  max_steps=40, logging_steps=2, save_steps=40, use_cpu=True, learning_rate=1e-4)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     main(["--config", str(path)])
