@@ -199,7 +199,7 @@ def test_two_processes_gloo(tmp_path, tiny_model_dir, tiny_rl_file):
 
 def test_grpo_learns_from_a_model_that_explores_at_the_forks(tmp_path):
     """40 seeded GRPO steps (20 rollouts of 8 prompts x 8 samples) with the tiny recipe's settings, budget included,
-    from `make tiny`'s base model (`outputs/tiny/base`, built there if missing, ~8 min), which samples both branches
+    from `make tiny`'s base model (`outputs/tiny/base`, built there if missing, 8-10 min), which samples both branches
     at the forks, on a fixed pool of 8 level-3 prompts, where the demonstrations' branch mostly overruns the budget:
     the policy must learn them, so the mean reward of the last 5 rollouts clearly exceeds that of the first 5
     (measured with the recipe's seed: 0.13 -> 0.43 from tiny-base-v6, 0.12 -> 0.33 from v4).

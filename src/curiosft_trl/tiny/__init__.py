@@ -1,7 +1,7 @@
 """The tiny default: a synthetic task, tokenizer and ~1M-parameter Qwen2 that run end to end on a laptop CPU.
 
 Nothing is downloaded: the task data is generated, the tokenizer trained and the base model pretrained
-locally (once, 8 minutes on 2 cores, cached by `ensure_tiny_base`).
+locally (once, 8-10 minutes on 2 cores, cached by `ensure_tiny_base`).
 """
 
 from curiosft_trl.tiny.base import boxed_answer, ensure_tiny_base, ensure_tiny_data
