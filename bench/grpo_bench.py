@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from curiosft_trl.cli.rl import parse_args, resolve_reward_funcs
+from curiosft_trl.cli.rl import parse_args
+from curiosft_trl.rl.rewards import resolve_reward_funcs
 from curiosft_trl.grading import grade_many, shutdown_pool, warm_up
 from curiosft_trl.rl.data import load_rl_dataset
 from curiosft_trl.tiny import ensure_tiny_base, ensure_tiny_data

@@ -8,8 +8,8 @@ import sys
 import pytest
 import yaml
 
-from curiosft_trl.cli import check_model_path
-from curiosft_trl.cli.rl import resolve_reward_funcs
+from curiosft_trl.recipe import check_model_path
+from curiosft_trl.rl.rewards import resolve_reward_funcs
 from curiosft_trl.cli.sft import main as sft_main
 from curiosft_trl.errors import RecipeError
 from curiosft_trl.rl import rewards

@@ -1,5 +1,5 @@
 """Bad evaluation recipes and command lines: one `error:` line naming the file, key or path and what was expected,
-before any model loads or anything is written; the same recipe parsing as SFT and RL (`cli.parse_recipe`)."""
+before any model loads or anything is written; the same recipe parsing as SFT and RL (`recipe.parse_recipe`)."""
 
 import os
 from pathlib import Path

@@ -16,7 +16,8 @@ from curiosft_trl.cli.data import DOWNLOADABLE
 from curiosft_trl.cli.data import main as data_main
 from curiosft_trl.cli.eval import parse_args
 from curiosft_trl.evaluation import EvalConfig
-from curiosft_trl.evaluation.benchmarks import BENCHMARKS, SOURCES_FILE, load_benchmark, read_jsonl
+from curiosft_trl.evaluation.benchmarks import BENCHMARKS, SOURCES_FILE, load_benchmark
+from curiosft_trl.files import read_jsonl
 from curiosft_trl.prompts import SYSTEM_PROMPT
 
 ROOT = Path(__file__).resolve().parents[1]

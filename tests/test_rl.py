@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from curiosft_trl.cli.rl import main, parse_args, resolve_reward_funcs
+from curiosft_trl.cli.rl import main, parse_args
+from curiosft_trl.rl.rewards import resolve_reward_funcs
 from curiosft_trl.errors import RecipeError
 from curiosft_trl.rl import rewards
 from curiosft_trl.rl.data import load_rl_dataset

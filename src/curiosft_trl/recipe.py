@@ -1,8 +1,11 @@
-"""Reading recipes and checking the model they name: shared by every entry point and by the studies that run them.
+"""Reading recipes (`read_recipe`, then TRL's parser: `parse_recipe`) and checking the model they name: shared by every
+entry point and by the studies that run them.
 
 A recipe is data: YAML read with `yaml.safe_load`, never code, and never a change to the process environment.
 """
 
+import argparse
+import sys
 from pathlib import Path
 
 import yaml
@@ -35,6 +38,33 @@ def read_recipe(path: str) -> dict:
     return config
 
 
+def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
+    """TRL's `TrlParser` over `--config RECIPE` and command-line flags, with every error as one `RecipeError`."""
+    from trl import TrlParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    recipe, keys = None, {}
+    if "--config" in argv:
+        index = argv.index("--config")
+        if index + 1 >= len(argv):
+            raise RecipeError("--config: expected a recipe path.")
+        recipe = argv[index + 1]
+        keys = read_recipe(recipe)
+    parser = TrlParser(dataclass_types)
+    parser.exit_on_error = False  # a bad value raises instead of printing the whole usage and exiting
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except argparse.ArgumentError as e:
+        key = (e.argument_name or "").split("/")[0].lstrip("-")
+        flags = {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")}
+        source = recipe if key in keys and key not in flags else "command line"
+        raise RecipeError(f"{source}: {key}: {e.message}.") from None
+    except ValueError as e:  # unknown keys, `__post_init__` checks: all before anything is written
+        flags = [a for a in argv if a.startswith("--") and a != "--config"]
+        source = "command line" if recipe is None else recipe if not flags else f"{recipe} or the command line"
+        raise RecipeError(f"{source}: {e}") from None
+
+
 def check_model_path(model_name_or_path: str | None) -> None:
     """Fail before training starts if the model cannot be loaded, naming the path."""
     from transformers import AutoConfig
@@ -53,3 +83,13 @@ def check_model_path(model_name_or_path: str | None) -> None:
         hint = " Run `make tiny` to build the tiny default." if builds_it else ""
         reason = str(e).splitlines()[0].rstrip(".")
         raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {reason}.{hint}") from None
+
+
+def check_sft_checkpoint(model_name_or_path: str | None) -> None:
+    """Like `check_model_path`, but a missing local SFT checkpoint says which command makes it."""
+    path = Path(model_name_or_path or "").expanduser()
+    if model_name_or_path and not path.exists() and model_name_or_path.startswith(("outputs/", "./outputs/")):
+        recipe = "" if "tiny" in path.parts else " RECIPE=<the matching SFT recipe>"
+        raise RecipeError(f"model_name_or_path: {model_name_or_path} does not exist; it is the SFT checkpoint "
+                          f"that `make sft{recipe}` writes, so run `make sft{recipe}` first.")
+    check_model_path(model_name_or_path)

@@ -9,7 +9,8 @@ One evaluation at a time per `output_dir`: a second one stops with one error lin
 import sys
 
 from ..evaluation import EvalConfig, evaluate
-from . import parse_recipe, run_cli
+from ..recipe import parse_recipe
+from . import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:

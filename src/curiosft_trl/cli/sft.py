@@ -5,37 +5,15 @@ override them. Training resumes from the last checkpoint in `output_dir` unless 
 """
 
 import sys
-from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, get_peft_config
+from trl import ModelConfig, get_peft_config
 
-from ..prompts import SYSTEM_PROMPT
-from ..sft.config import CurioSFTConfig
-from ..sft.data import load_sft_dataset, token_lengths, truncation_counts
-from . import (
-    RecipeError,
-    check_counts,
-    check_model_path,
-    check_training_output,
-    finished_run,
-    model_init_kwargs,
-    parse_recipe,
-    run_cli,
-    train_and_save,
-)
-
-
-@dataclass
-class SFTScriptArguments(ScriptArguments):
-    """TRL's `ScriptArguments` (`dataset_name` may be a hub id or a local JSONL/JSON/parquet path), plus:"""
-
-    system_prompt: str = field(
-        default=SYSTEM_PROMPT, metadata={"help": "System prompt put before each problem (LUFFY's by default)."}
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
-    fresh_start: bool = field(
-        default=False, metadata={"help": "Ignore checkpoints in `output_dir` and start from step 0."}
-    )
+from ..errors import RecipeError
+from ..recipe import check_model_path, parse_recipe
+from ..sft.config import CurioSFTConfig, SFTScriptArguments
+from ..sft.data import load_sft_dataset, report_truncation
+from ..training import check_counts, check_training_output, finished_run, model_init_kwargs, train_and_save
+from . import run_cli
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, CurioSFTConfig, ModelConfig]:
@@ -69,29 +47,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     report_truncation(trainer, train_dataset, training_args)
     train_and_save(trainer, training_args, script_args.fresh_start)
-
-
-def report_truncation(trainer, train_dataset, training_args) -> None:
-    """Say once how many training rows `max_length` cuts and how many lose their whole completion: TRL cuts them
-    silently while it prepares the dataset (`SFTTrainer._prepare_dataset`, after tokenizing) and drops a row left with
-    no loss token; with packing, the `bfd` strategy cuts rows to their first `max_length` tokens, the others split
-    them instead. The rows are tokenized once more for this (batched, on the main process only)."""
-    args = training_args
-    truncates = args.max_length is not None and (not args.packing or args.packing_strategy == "bfd")
-    if not truncates or not trainer.accelerator.is_main_process:
-        return
-    lengths, starts = token_lengths(train_dataset, trainer.processing_class, trainer.chat_template)
-    mode = "keep_start" if args.packing else args.truncation_mode
-    cut, lost = truncation_counts(lengths, starts, args.max_length, mode)
-    say = trainer.accelerator.print
-    if cut == 0:
-        say(f"All {len(lengths):,} training rows fit in max_length {args.max_length} tokens.")
-        return
-    kept = "first" if mode == "keep_start" else "last"
-    no_loss_dropped = not args.packing and (trainer.completion_only_loss or args.assistant_only_loss)
-    dropped = " (TRL leaves such rows out of training)" if no_loss_dropped else ""
-    say(f"max_length {args.max_length} cuts {cut:,} of {len(lengths):,} training rows to their {kept} "
-        f"{args.max_length} tokens; {lost:,} of them lost their whole completion{dropped}.")
 
 
 def cli() -> None:

@@ -16,7 +16,6 @@ rows `{id, problem, answer}`, choice rows `{id, question, choices, answer}`. Gzi
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import random
 import string
@@ -25,8 +24,8 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import DataError
+from ..files import atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 from ..prompts import prompt_messages
-from .cache import atomic_write_bytes, atomic_write_text
 
 SOURCES_FILE = "sources.json"  # in a downloaded data_dir: benchmark -> {file, source, rows, sha256}
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option, in \\boxed{} (for example \\boxed{A})."
@@ -122,29 +121,6 @@ def choice_prompt(question: str, choices: list[str]) -> str:
 
 def local_path(benchmark: Benchmark, data_dir: str | Path) -> Path:
     return Path(data_dir).expanduser() / benchmark.local_file
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a `.jsonl` or `.jsonl.gz` file (gzip is decompressed in memory, never to disk)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg}).") from e
-    return rows
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of the file's bytes as stored (compressed for `.gz`), recorded in results.json."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:

@@ -17,33 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from ..files import atomic_write_text
 from .generation import Sample
-
-
-def short_hash(obj) -> str:
-    """A 12-hex-digit sha256 of `obj`'s canonical JSON."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def model_key(model: str) -> str:
-    """A cache directory name for a checkpoint: its name plus a hash of its path, config and weight files.
-
-    Weight files are identified by name, size and mtime (hashing 15 GB of weights per run is not worth it), so
-    a checkpoint rewritten in place gets a fresh cache.
-    """
-    path = Path(model).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name == "config.json")
-        ident = [str(path.resolve())] + [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    else:
-        ident = [model]
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", path.name or model)[-60:]
-    return f"{name}-{short_hash(ident)}"
 
 
 def prompt_sha(prompt: str) -> str:
@@ -153,20 +132,3 @@ class GenerationCache:
             f.flush()
             os.fsync(f.fileno())
         self._needs_newline = False
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: readers see the old or the new file, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """`atomic_write_bytes` of `text` in UTF-8."""
-    atomic_write_bytes(path, text.encode("utf-8"))

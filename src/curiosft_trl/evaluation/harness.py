@@ -27,11 +27,12 @@ import numpy as np
 
 from .. import grading
 from ..errors import RecipeError, check_output_dir
+from ..files import atomic_write_text, model_key, short_hash
 from ..gguf_import import gguf_source
 from ..prompts import SYSTEM_PROMPT
 from . import report
 from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
-from .cache import GenerationCache, atomic_write_text, model_key, short_hash
+from .cache import GenerationCache
 from .generation import SamplingConfig, build_backend, default_chunk_size, gpu_memory_gib
 from .lock import output_lock
 from .metrics import benchmark_metrics, group_averages, pass_at_k

@@ -29,7 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import RecipeError
-from .cache import atomic_write_text, model_key
+from ..files import atomic_write_text, model_key
 
 
 def assign_replicas(pairs: list[tuple[str, str]], n: int) -> dict[tuple[str, str], int]:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write_text
 from ..gguf_import import dequantised_caveat
 from .benchmarks import BENCHMARKS
-from .cache import atomic_write_text
 from .generation import ENTROPY_BINS
 
 PACKAGES = ("curiosft-trl", "torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "vllm",

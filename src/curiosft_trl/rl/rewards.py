@@ -16,17 +16,25 @@ All grading goes through `curiosft_trl.grading` (the same grader as the evaluati
 A grading that times out or crashes scores 0.0 and is counted, never raised: the cumulative counts are in
 `grading_stats()` (a trainer callback can log them), and each call also reports its batch's counts through TRL's
 `log_metric` as `rewards/<func>/grader_timeouts` and `rewards/<func>/grader_errors`.
+
+A recipe's `reward_funcs` are dotted paths to these or to functions of the user's (`resolve_reward_funcs`),
+checked for TRL's reward signature before any model loads.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from curiosft_trl.grading import GradeResult, grade, grade_many
-from curiosft_trl.prompts import THINK_END
+from ..errors import RecipeError
+from ..grading import GradeResult, grade, grade_many
+from ..prompts import THINK_END
 
 GRADER_TIMEOUT = 5.0  # seconds of math-verify per completion before it scores 0.0 as a timeout
 _REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")
@@ -153,3 +161,62 @@ def choice_reward(
     ]
     _record(results, "choice_reward", log_metric)
     return [1.0 if r.correct else 0.0 for r in results]
+
+
+# ---- naming rewards in a recipe ------------------------------------------------------------------------------------
+
+REWARDS_MODULE = "curiosft_trl.rl.rewards"
+MOVED_REWARDS_MODULE = "curiosft_trl.rewards"
+
+
+def resolve_reward_funcs(paths: list[str]) -> list[Callable]:
+    """`["pkg.module.func", ...]` -> the reward functions, checked before any model loads.
+
+    A path names a function in an installed or importable module (`curiosft_trl.rl.rewards.<name>`, a package of
+    yours, or a folder you put on PYTHONPATH yourself), never a file that happens to sit in the current directory,
+    and the function must take TRL's reward arguments: `f(completions, **kwargs) -> list[float]`."""
+    if not paths:
+        raise RecipeError("reward_funcs: at least one reward function is required, e.g. "
+                          "`curiosft_trl.rl.rewards.think_accuracy_reward`.")
+    funcs = []
+    for path in paths:
+        if path.startswith(MOVED_REWARDS_MODULE + "."):  # recipes written before the rewards moved into `rl/`
+            path = REWARDS_MODULE + path.removeprefix(MOVED_REWARDS_MODULE)
+        module_name, _, name = path.rpartition(".")
+        try:
+            func = getattr(_import_without_cwd(module_name), name) if module_name else None
+        except (ImportError, AttributeError):
+            func = None
+        if func is None:
+            raise RecipeError(f"reward_funcs: cannot import `{path}`; expected a dotted path to a function in an "
+                              "installed module, e.g. `curiosft_trl.rl.rewards.think_accuracy_reward`.")
+        if not _is_reward_function(func):
+            raise RecipeError(f"reward_funcs: `{path}` is not a reward function; expected a Python function "
+                              "`f(completions, **kwargs) -> list[float]` (TRL's reward signature).")
+        funcs.append(func)
+    return funcs
+
+
+def _import_without_cwd(module_name: str):
+    """`importlib.import_module` with the implicit current-directory entry of `sys.path` left out (entries the user
+    put on PYTHONPATH stay)."""
+    explicit = set(filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    implicit = {"", ".", os.getcwd()} - explicit
+    saved = sys.path[:]
+    sys.path[:] = [entry for entry in sys.path if entry not in implicit]
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path[:] = saved
+
+
+def _is_reward_function(func) -> bool:
+    """A Python function that accepts `completions=` and the other keyword arguments TRL passes (`**kwargs`)."""
+    if not inspect.isfunction(func):
+        return False
+    params = inspect.signature(func).parameters.values()
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    required = [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                               inspect.Parameter.KEYWORD_ONLY)]
+    return takes_kwargs and set(required) <= {"completions", "prompts", "completion_ids"}

@@ -1,9 +1,12 @@
-"""`CurioSFTConfig`: TRL's `SFTConfig` plus the CurioSFT rule's constants and the choice of SFT loss."""
+"""The SFT stage's settings: `CurioSFTConfig` (TRL's `SFTConfig` plus the CurioSFT rule's constants and the choice of
+SFT loss) and `SFTScriptArguments` (TRL's `ScriptArguments` plus the data and restart fields of `curiosft-sft`)."""
 
 import difflib
 from dataclasses import dataclass, field
 
-from trl import SFTConfig
+from trl import ScriptArguments, SFTConfig
+
+from ..prompts import SYSTEM_PROMPT
 
 # `sft_loss` -> what it trains with. The first three are TRL's own losses, run by `SFTTrainer` unchanged.
 SFT_LOSSES = {
@@ -124,3 +127,16 @@ class CurioSFTConfig(SFTConfig):
             solver=self.temperature_solver,
             low_entropy_threshold=self.low_entropy_threshold,
         )
+
+
+@dataclass
+class SFTScriptArguments(ScriptArguments):
+    """TRL's `ScriptArguments` (`dataset_name` may be a hub id or a local JSONL/JSON/parquet path), plus:"""
+
+    system_prompt: str = field(
+        default=SYSTEM_PROMPT, metadata={"help": "System prompt put before each problem (LUFFY's by default)."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
+    fresh_start: bool = field(
+        default=False, metadata={"help": "Ignore checkpoints in `output_dir` and start from step 0."}
+    )

@@ -315,3 +315,26 @@ def truncation_counts(lengths: list[int], completion_starts: list[int], max_leng
         kept_end = max_length if truncation_mode == "keep_start" else length
         lost += kept_end <= start
     return cut, lost
+
+
+def report_truncation(trainer, train_dataset, training_args) -> None:
+    """Say once how many training rows `max_length` cuts and how many lose their whole completion: TRL cuts them
+    silently while it prepares the dataset (`SFTTrainer._prepare_dataset`, after tokenizing) and drops a row left with
+    no loss token; with packing, the `bfd` strategy cuts rows to their first `max_length` tokens, the others split
+    them instead. The rows are tokenized once more for this (batched, on the main process only)."""
+    args = training_args
+    truncates = args.max_length is not None and (not args.packing or args.packing_strategy == "bfd")
+    if not truncates or not trainer.accelerator.is_main_process:
+        return
+    lengths, starts = token_lengths(train_dataset, trainer.processing_class, trainer.chat_template)
+    mode = "keep_start" if args.packing else args.truncation_mode
+    cut, lost = truncation_counts(lengths, starts, args.max_length, mode)
+    say = trainer.accelerator.print
+    if cut == 0:
+        say(f"All {len(lengths):,} training rows fit in max_length {args.max_length} tokens.")
+        return
+    kept = "first" if mode == "keep_start" else "last"
+    no_loss_dropped = not args.packing and (trainer.completion_only_loss or args.assistant_only_loss)
+    dropped = " (TRL leaves such rows out of training)" if no_loss_dropped else ""
+    say(f"max_length {args.max_length} cuts {cut:,} of {len(lengths):,} training rows to their {kept} "
+        f"{args.max_length} tokens; {lost:,} of them lost their whole completion{dropped}.")

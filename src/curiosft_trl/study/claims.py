@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError, RecipeError, check_output_dir
+from ..files import read_jsonl
 from .runs import Arm, check_distinct, check_shared, cli_flags, parse_arms, run_stage
 
 RECIPE_KEYS = {"base", "sft_recipe", "output_dir", "dataset_name", "dataset_split", "heldout_dataset_name",
@@ -150,7 +151,7 @@ def split_settings(cfg: ClaimsConfig) -> dict:
 def prepare_split(cfg: ClaimsConfig, tokenizer) -> dict:
     """Write `data/train.jsonl` and `data/heldout.jsonl` once; returns `split.json`'s content. A split made with
     other settings is an error (the runs trained on it would no longer match), never silently replaced."""
-    from ..evaluation.cache import atomic_write_text
+    from ..files import atomic_write_text
     from ..sft.data import load_sft_dataset, token_lengths
 
     data = Path(cfg.output_dir) / "data"
@@ -200,10 +201,6 @@ def prepare_split(cfg: ClaimsConfig, tokenizer) -> dict:
     return split
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 # -------------------------------------------------------------------------------------------------------- training
 
 
@@ -227,7 +224,7 @@ def scored_tokens(path: Path, model_dir: Path, encoded, batch_size: int) -> dict
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ..evaluation.cache import model_key, short_hash
+    from ..files import model_key, short_hash
     from ..evaluation.entropy import token_stats
 
     key = {"model": model_key(str(model_dir)), "rows": short_hash(encoded)}
@@ -247,7 +244,7 @@ def scored_tokens(path: Path, model_dir: Path, encoded, batch_size: int) -> dict
 
 def run_claims(cfg: ClaimsConfig, arms: list[Arm]) -> dict:
     """Split, train, score and report; returns the report (`study.report.claims_report`)."""
-    from ..evaluation.cache import atomic_write_text
+    from ..files import atomic_write_text
     from ..evaluation.entropy import encode_heldout
     from .claims_report import claims_report, write_claims_report
 

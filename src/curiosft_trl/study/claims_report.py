@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..evaluation.cache import atomic_write_text
+from ..files import atomic_write_text
 from ..evaluation.entropy import bucket_means, quantile_buckets
 from ..evaluation.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, format_ci, mean_ci, paired_ci, sign_verdict
 from ..gguf_import import dequantised_caveat, gguf_source

@@ -109,7 +109,7 @@ def check_run_settings(run_dir: Path, record: dict) -> None:
     before these records (a finished or partial run without one) is adopted as it is."""
     import json
 
-    from ..evaluation.cache import atomic_write_text
+    from ..files import atomic_write_text
 
     path = run_dir / RUN_SETTINGS
     if path.is_file():
@@ -140,7 +140,7 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
     import hashlib
 
     from ..checkpoints import finished_step
-    from ..evaluation.cache import model_key
+    from ..files import model_key
 
     record = {"stage": stage, "recipe": recipe, "recipe_sha256": hashlib.sha256(Path(recipe).read_bytes()).hexdigest(),
               "flags": flags, "starts_from": model_key(source)}

@@ -95,7 +95,7 @@ def run_dirs(cfg: StudyConfig, arm: Arm, seed: int) -> tuple[Path, Path]:
 def train(cfg: StudyConfig, arms: list[Arm]) -> dict[str, float]:
     """SFT then GRPO for every arm and seed; returns the wall time of every run, kept in `timings.json` as each run
     ends (so a run finished before an interruption keeps its time)."""
-    from ..evaluation.cache import atomic_write_text
+    from ..files import atomic_write_text
     from ..recipe import read_recipe
 
     sft_recipe, rl_recipe = read_recipe(cfg.sft_recipe), read_recipe(cfg.rl_recipe)

@@ -1,0 +1,117 @@
+"""A training run's lifecycle, shared by the SFT and GRPO stages: checks before the model loads, resume from the
+newest complete checkpoint (teacher included), a finished run left alone, a fresh start that sets the old run aside.
+
+    check_counts(args); check_training_output(args.output_dir)      # before anything loads
+    if finished_run(args, fresh_start): return                      # a finished run is not trained again
+    trainer = ...; train_and_save(trainer, args, fresh_start)       # resume, train, save the model, then the state
+"""
+
+import time
+from pathlib import Path
+
+from .checkpoints import check_resumable, finished_step, newest_complete_checkpoint
+from .errors import RecipeError, check_output_dir
+
+
+def check_counts(training_args) -> None:
+    """Counts that make no sense (a negative `max_steps` would silently train for `num_train_epochs`)."""
+    if training_args.max_steps == 0 or training_args.max_steps < -1:
+        raise RecipeError(f"max_steps: {training_args.max_steps}; expected a positive number of optimizer steps, or "
+                          "-1 to train for num_train_epochs.")
+    for name in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) <= 0:
+            raise RecipeError(f"{name}: {getattr(training_args, name)}; expected a positive number.")
+
+
+def check_training_output(output_dir: str) -> None:
+    """A training run's `output_dir` is a folder (or can be made), checked before the model loads."""
+    check_output_dir(output_dir, "checkpoints and the final model (a new path, or the folder of a run to resume)")
+
+
+def finished_run(training_args, fresh_start: bool) -> bool:
+    """True (and says so) when `output_dir` holds a run that already finished with these settings."""
+    if fresh_start:
+        return False
+    step = finished_step(training_args.output_dir, training_args.max_steps, training_args.num_train_epochs)
+    if step is None:
+        return False
+    print(f"{training_args.output_dir} already holds a finished run (step {step}, final model saved): nothing to do. "
+          "Pass --fresh_start to train again from step 0, or raise --max_steps / --num_train_epochs to continue.")
+    return True
+
+
+def model_init_kwargs(model_args, training_args) -> dict:
+    """How TRL's own scripts turn `ModelConfig` into `from_pretrained` kwargs (recipe kwargs win)."""
+    return {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+
+
+def resume_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
+    """An explicit `resume_from_checkpoint` path (checked complete), else the newest complete checkpoint in
+    `output_dir` (`resume_from_checkpoint: true` insists on one), unless `fresh_start`. Decided on the main process
+    and shared, so that every rank resumes from the same checkpoint or raises the same error."""
+    from accelerate.utils import broadcast_object_list
+
+    decision = [None]
+    if trainer.accelerator.is_main_process:
+        try:
+            decision = [("ok", _choose_checkpoint(trainer, training_args, fresh_start))]
+        except RecipeError as e:
+            decision = [("error", str(e))]
+    decision = broadcast_object_list(decision) if trainer.accelerator.num_processes > 1 else decision
+    kind, value = decision[0]
+    if kind == "error":
+        raise RecipeError(value)
+    return value
+
+
+def _choose_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
+    needs_teacher = getattr(trainer, "teacher_model", None) is not None
+    requested = training_args.resume_from_checkpoint
+    if isinstance(requested, str) and requested.lower() in ("true", "false"):  # a flag's value arrives as text
+        requested = requested.lower() == "true"
+    if isinstance(requested, str) and requested:
+        check_resumable(requested, training_args.output_dir, needs_teacher)
+        return requested
+    if fresh_start:
+        return None
+    checkpoint = newest_complete_checkpoint(training_args.output_dir, needs_teacher, warn=trainer.accelerator.print)
+    if checkpoint is None and requested is True:
+        raise RecipeError(f"resume_from_checkpoint: true, but {training_args.output_dir} has no checkpoint.")
+    return str(checkpoint) if checkpoint else None
+
+
+def set_aside_previous_run(trainer, output_dir: str) -> None:
+    """Before a `--fresh_start`, move what an earlier run left in `output_dir` (checkpoints, final model, trainer
+    state) into `output_dir/previous-<time>/`: nothing is lost, and a rerun without the flag cannot resume the old
+    run or take it for finished."""
+    folder = Path(output_dir)
+    if trainer.accelerator.is_main_process and folder.is_dir():
+        old = [p for p in folder.iterdir() if not p.name.startswith("previous-")]
+        if old:
+            aside = folder / time.strftime("previous-%Y%m%d-%H%M%S")
+            aside.mkdir()
+            for path in old:
+                path.rename(aside / path.name)
+            trainer.accelerator.print(f"--fresh_start: moved the earlier run's {len(old)} files and folders to "
+                                      f"{aside}")
+    trainer.accelerator.wait_for_everyone()
+
+
+def train_and_save(trainer, training_args, fresh_start: bool) -> None:
+    """Train (resuming from the newest complete checkpoint unless `fresh_start`), then save the final model and,
+    last, the trainer state that marks the run finished."""
+    if fresh_start:
+        set_aside_previous_run(trainer, training_args.output_dir)
+    checkpoint = resume_checkpoint(trainer, training_args, fresh_start)
+    if checkpoint:
+        trainer.accelerator.print(f"Resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
+    trainer.end()
