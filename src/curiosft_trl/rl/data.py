@@ -16,7 +16,7 @@ from datasets import Dataset
 
 from ..errors import DataError
 from ..prompts import SYSTEM_PROMPT, prompt_messages
-from ..sft.data import chat_problem, load_raw_dataset
+from ..readers import chat_problem, load_raw_dataset
 
 LAYOUTS = "`problem`+`answer`, `prompt`+`answer`, or `prompt`+`reward_model` (verl/LUFFY)"
 KEPT_COLUMNS = ("choices",)  # besides `prompt` and `answer`: columns a reward function may read
