@@ -65,11 +65,11 @@ def test_a_recipe_cannot_trust_remote_code(tmp_path, fields):
 
 
 def test_grader_workers_start_with_a_minimal_environment(monkeypatch):
-    from curiosft_trl.grading import _worker_env
+    from curiosft_trl.grader_pool import worker_env
 
     monkeypatch.setenv("PYTHONPATH", "/somewhere")
     monkeypatch.setenv("PYTHONSTARTUP", "/somewhere/startup.py")
-    env = _worker_env()
+    env = worker_env()
     assert "PYTHONPATH" not in env and "PYTHONSTARTUP" not in env and env["PYTHONNOUSERSITE"] == "1"
 
 

@@ -21,7 +21,8 @@ from curiosft_trl.grading import (
     normalize_answer,
     warm_up,
 )
-from curiosft_trl.grading import _run_jobs, _to_latex  # the math-verify check on its own, without the string match
+from curiosft_trl.grader_pool import verify_jobs  # the math-verify check on its own, without the string match
+from curiosft_trl.grading import _to_latex
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -239,6 +240,7 @@ def test_every_math_gold_passes_math_verify_alone(name):
     if not (DATA / name).exists():
         pytest.skip(f"{DATA / name} not present")
     golds = [str(row["answer"]) for row in _rows(name)]
-    verdicts = _run_jobs([(g, rf"\boxed{{{_to_latex(g)}}}") for g in golds], timeout=5.0, num_workers=None)
+    boxed = [rf"\boxed{{{_to_latex(g)}}}" for g in golds]
+    verdicts = verify_jobs(list(zip(boxed, boxed)), timeout=5.0, num_workers=None)
     failed = [(g, v) for g, v in zip(golds, verdicts) if not v[0]]
     assert not failed, failed[:10]

@@ -87,3 +87,53 @@ def test_each_stage_is_a_package():
     for stage, modules in {"sft": {"config", "losses", "teacher", "trainer", "data"},
                            "rl": {"trainer", "data", "rewards"}}.items():
         assert modules <= {p.stem for p in (PACKAGE / stage).glob("*.py")}, stage
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """Module name -> the package's modules it imports (at the top or inside a function): `curiosft_trl.sft.losses`."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(("curiosft_trl", *(parts[:-1] if parts[-1] == "__init__" else parts)))
+        modules[name] = path
+    return {name: {m for m in _imported_modules(path) if m in modules and m != name} for name, path in modules.items()}
+
+
+STAGES = ("sft", "rl", "evaluation")
+
+
+def test_the_stages_import_none_of_each_other_nor_what_sits_above_them():
+    above = {f"curiosft_trl.{p}" for p in (*STAGES, "study", "cli", "tiny")}
+    offenders = {}
+    for name, imported in _package_graph().items():
+        stage = name.split(".")[1]
+        if stage in STAGES:
+            bad = {m for m in imported if ".".join(m.split(".")[:2]) in above - {f"curiosft_trl.{stage}"}}
+            if bad:
+                offenders[name] = sorted(bad)
+    assert offenders == {}
+
+
+def test_no_module_imports_itself_through_another():
+    graph = _package_graph()
+    cycles = []
+
+    def visit(node, path):
+        for nxt in graph[node]:
+            if nxt == path[0]:
+                cycles.append(" -> ".join([*path, nxt]))
+            elif nxt not in path and len(path) < 6:
+                visit(nxt, [*path, nxt])
+
+    for start in graph:
+        visit(start, [start])
+    # a package's `__init__` that re-exports a submodule is not a circle: the submodule never needs the package
+    real = [c for c in cycles if not any(c.split(" -> ")[i + 1].startswith(c.split(" -> ")[i] + ".")
+                                         for i in range(len(c.split(" -> ")) - 1))]
+    assert real == []
+
+
+def test_the_entry_points_are_thin():
+    # Like TRL's `scripts/sft.py`: parse, call the library, report errors; logic that grows here belongs in the library
+    lengths = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "cli").glob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 80} == {}
