@@ -13,26 +13,86 @@ import yaml
 from .errors import RecipeError
 
 
-def read_recipe(path: str) -> dict:
-    """The recipe at `path` as a mapping, checked before TRL's parser sees it: readable YAML, a mapping, and data
-    only (TRL's parser copies an `env:` key into the process environment, where it could make Python import code)."""
-    recipe = Path(path)
-    if not recipe.is_file():
-        raise RecipeError(f"--config: {path} is not a file.")
+# A recipe is a page of settings: anything far larger is not one, and YAML's aliases can expand a few hundred bytes
+# into billions of nodes ("billion laughs"), so both are bounded before anything is built from the file
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_NODES = 100_000  # scalars, lists and mappings, counting every alias as the subtree it stands for
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may repeat what it merges: by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base constructor reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"`{key}` is given twice (first on line {first})", key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in `node`'s tree with every alias expanded, counted once per distinct node (the composed graph is
+    acyclic: an alias can only name an anchor defined before it)."""
+    if id(node) not in sizes:
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else node.value if isinstance(node, yaml.SequenceNode) else [])
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def load_yaml_data(path: str | Path, what: str = "recipe") -> object:
+    """A YAML file's data (safe types only), with its size, alias expansion and duplicate keys bounded: one
+    `RecipeError` naming the file (and line) otherwise."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {size:,} bytes; a {what} is at most {MAX_RECIPE_BYTES:,} bytes of YAML.")
     try:
-        config = yaml.safe_load(recipe.read_text())
+        loader = _RecipeLoader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            if node is not None and _expanded_size(node, {}) > MAX_RECIPE_NODES:
+                raise RecipeError(f"{path}: its aliases (`*name`) expand to more than {MAX_RECIPE_NODES:,} values; "
+                                  f"a {what} is plain settings.")
+            return None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
     except UnicodeDecodeError as e:
         raise RecipeError(f"{path}: is not UTF-8 text (byte {e.start}).") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested too deeply to be a {what}.") from None
+
+
+def read_recipe(path: str) -> dict:
+    """The recipe at `path` as a mapping, checked before TRL's parser sees it: readable YAML of bounded size, no key
+    given twice, a mapping, and data only (TRL's parser copies an `env:` key into the process environment, where it
+    could make Python import code)."""
+    recipe = Path(path)
+    if not recipe.is_file():
+        raise RecipeError(f"--config: {path} is not a file.")
+    config = load_yaml_data(recipe)
     if not isinstance(config, dict):
         raise RecipeError(f"{path}: expected a YAML mapping of field: value, got {type(config).__name__}.")
     if "env" in config:
         raise RecipeError(f"{path}: `env` is not allowed: recipes are data and cannot change the process "
                           "environment; set variables in the shell that runs the command instead.")
-    if config.get("trust_remote_code") or (config.get("model_init_kwargs") or {}).get("trust_remote_code"):
+    init_kwargs = config.get("model_init_kwargs")
+    if init_kwargs is not None and not isinstance(init_kwargs, dict):
+        raise RecipeError(f"{path}: model_init_kwargs: expected a mapping of from_pretrained arguments (e.g. "
+                          f"`{{dtype: bfloat16}}`), got {type(init_kwargs).__name__}.")
+    if config.get("trust_remote_code") or (init_kwargs or {}).get("trust_remote_code"):
         raise RecipeError(f"{path}: `trust_remote_code` is not allowed in a recipe: it runs the model repository's "
                           "Python code; pass --trust_remote_code true on the command line if you trust it.")
     return config

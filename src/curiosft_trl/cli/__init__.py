@@ -13,8 +13,17 @@ def run_cli(main: Callable[[], None]) -> None:
     try:
         main()
     except (RecipeError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_capped(str(e))}", file=sys.stderr)
         sys.exit(2)
     except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_capped(str(e))}", file=sys.stderr)
         sys.exit(1)
+
+
+MAX_ERROR_CHARS = 4000  # a message that quotes a huge value (a pasted file, an expanded YAML alias) stays readable
+
+
+def _capped(message: str) -> str:
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return f"{message[:MAX_ERROR_CHARS]}... ({len(message) - MAX_ERROR_CHARS:,} more characters)"
