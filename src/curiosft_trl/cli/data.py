@@ -1,6 +1,7 @@
 """`curiosft-data --output_dir DIR [--benchmarks paper amc23 ...]`: download the benchmarks for offline evaluation.
 
-Writes each benchmark at the hub revision pinned in `curiosft_trl.evaluation.benchmarks` to `DIR/<file>.jsonl`
+Writes each benchmark at the hub revision pinned in its registry (`eval/benchmarks.yaml`, and the files given with
+`--benchmark_files`) to `DIR/<file>.jsonl`
 (`.jsonl.gz` for GPQA-Diamond and MMLU-Pro), the files an evaluation recipe reads with `data_dir: DIR`, and
 `DIR/sources.json` (benchmark -> hub revision, rows, sha256). Files already downloaded from the same revision are
 kept. A benchmark that fails (no hub access, GPQA's gate) is one `error: ...` line; the others are still written,
@@ -13,7 +14,7 @@ import sys
 from ..evaluation.benchmarks import BENCHMARKS, download_benchmark, hub_source, resolve_benchmarks
 from . import run_cli
 
-DOWNLOADABLE = [name for name, b in BENCHMARKS.items() if b.hub_id is not None]
+DOWNLOADABLE = [name for name, b in BENCHMARKS.items() if b.hub_id is not None]  # the others: their `made_by` writes them
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,9 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", required=True, help="folder to write; evaluate with `data_dir: <it>`")
     parser.add_argument("--benchmarks", nargs="+", default=DOWNLOADABLE,
                         help=f"benchmarks or suites (default: all of {', '.join(DOWNLOADABLE)})")
+    parser.add_argument("--benchmark_files", nargs="+", default=[],
+                        help="registry YAML files of one's own benchmarks (as in the eval recipe)")
     parser.add_argument("--force", action="store_true", help="download again even if a file is up to date")
     args = parser.parse_args(argv)
-    benchmarks = [b for b in resolve_benchmarks(args.benchmarks) if b.group != "tiny"]  # tiny: `make tiny` writes it
+    benchmarks = [b for b in resolve_benchmarks(args.benchmarks, args.benchmark_files) if b.hub_id is not None]
     failed = []
     for b in benchmarks:
         try:

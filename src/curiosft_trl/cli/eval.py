@@ -1,6 +1,6 @@
 """`curiosft-eval --config recipes/<model>/eval.yaml [--field value ...]`: evaluate checkpoints on benchmarks.
 
-YAML keys are the fields of `EvalConfig` (`curiosft_trl.evaluation.harness`); command-line flags override them,
+YAML keys are the fields of `EvalConfig` (`curiosft_trl.evaluation.config`); command-line flags override them,
 e.g. `--model_name_or_paths outputs/tiny/base outputs/tiny/sft-curiosft --benchmarks tiny --max_problems 20`.
 Writes `<output_dir>/results.json`, `results.md`, `samples/`, plots; a killed run resumes from `<output_dir>/cache`.
 One evaluation at a time per `output_dir`: a second one stops with one error line naming the first.

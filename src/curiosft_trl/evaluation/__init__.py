@@ -1,6 +1,8 @@
-"""The evaluation harness: benchmarks, generation backends, the resumable cache, metrics, the report, and the lock
-that keeps one evaluation at a time in an output folder."""
+"""The evaluation harness: the benchmark registry (benchmarks.yaml), generation backends, the resumable cache,
+metrics, the report (with reference results beside ours, reference.yaml), and the lock that keeps one evaluation at
+a time in an output folder."""
 
-from .harness import EvalConfig, evaluate
+from .config import EvalConfig
+from .harness import evaluate
 
 __all__ = ["EvalConfig", "evaluate"]

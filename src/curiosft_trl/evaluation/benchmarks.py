@@ -1,6 +1,9 @@
 """The benchmark registry: name -> where the data lives (hub id/split/revision, or a local JSONL file) and how it is graded.
 
-A loader turns one benchmark into rows `{id, messages, gold, kind, num_choices}`:
+The registry is data: `benchmarks.yaml` beside this file (shown as `eval/benchmarks.yaml`) holds every built-in
+benchmark and the suites (`paper` = `id` + `ood`, `tiny`); files of the same schema named by the eval recipe's
+`benchmark_files` add a user's own (`read_registry`). A loader turns one benchmark into rows
+`{id, messages, gold, kind, num_choices}`:
 
 - math (`kind="math"`): the user turn is the problem as written; the model answers in `\\boxed{}`.
 - multiple choice (`kind="choice"`): the user turn is the question, the lettered choices (`A) ...`) and an
@@ -9,8 +12,9 @@ A loader turns one benchmark into rows `{id, messages, gold, kind, num_choices}`
 The data comes from the hub, each dataset at a pinned commit (the default), or from a local folder (`data_dir`)
 with one JSONL file per benchmark: `download_benchmark` (`make data`) writes the pinned hub copies there for
 offline use, with `sources.json` recording where each file came from. Local files use one schema per kind: math
-rows `{id, problem, answer}`, choice rows `{id, question, choices, answer}`. Gzipped files are read in memory
-(GPQA asks that its examples never be written out in plain text). Hub datasets are mapped onto the same schema.
+rows `{id, problem, answer}`, choice rows `{id, question, choices, answer}`; a benchmark whose rows name these
+otherwise says which column holds each (`columns`). Gzipped files are read in memory (GPQA asks that its examples
+never be written out in plain text). Hub datasets are mapped onto the same schema (`hub_row`).
 """
 
 from __future__ import annotations
@@ -18,17 +22,24 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import yaml
 
 from ..errors import DataError
 from ..files import atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 from ..prompts import prompt_messages
 
+REGISTRY_FILE = Path(__file__).with_name("benchmarks.yaml")
 SOURCES_FILE = "sources.json"  # in a downloaded data_dir: benchmark -> {file, source, rows, sha256}
 CHOICE_INSTRUCTION = "Answer with the letter of the correct option, in \\boxed{} (for example \\boxed{A})."
+HUB_LAYOUTS = ("problem", "question", "amc", "olympiad", "mmlu_pro", "arc", "gpqa")
+# Our row fields per kind, the required ones first: what `columns` may map
+FIELDS = {"math": ("problem", "answer", "id"), "choice": ("question", "choices", "answer", "id")}
 
 
 @dataclass(frozen=True)
@@ -36,12 +47,14 @@ class Benchmark:
     """One benchmark: its local file and hub source, its group (ID/OOD), kind and default samples per problem.
 
     `hub_id`/`hub_config`/`hub_split`/`hub_revision` name the hub copy used when `data_dir` is not given;
-    `hub_layout` says how its rows map onto our schema (see `hub_row`).
+    `hub_layout` says how its rows map onto our schema (see `hub_row`), unless `columns` ({our field: its column})
+    names them. `data_dir`: the benchmark's own folder, read whatever the evaluation's `data_dir`; `made_by`: the
+    command that writes its local file.
     """
 
     name: str
     local_file: str
-    group: Literal["id", "ood", "tiny"]
+    group: str  # "id", "ood", or a group of one's own ("tiny", ...): the report averages avg@n per group
     kind: Literal["math", "choice"]
     n_samples: int = 8
     hub_id: str | None = None
@@ -49,65 +62,158 @@ class Benchmark:
     hub_revision: str | None = None
     hub_config: str | None = None
     hub_layout: Literal["problem", "question", "amc", "olympiad", "mmlu_pro", "arc", "gpqa"] = "problem"
+    columns: dict[str, str] | None = field(default=None, hash=False)
+    data_dir: str | None = None
+    made_by: str | None = None
 
 
-# Hub revisions are the commits that public evaluation code pins for these datasets (the one most widely pinned
-# where several exist); they could not be re-read here (no hub access), so results.json records the exact source.
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b
-    for b in [
-        Benchmark("aime24", "aime2024.jsonl", "id", "math", hub_id="HuggingFaceH4/aime_2024", hub_split="train",
-                  hub_revision="2fe88a2f1091d5048c0f36abc874fb997b3dd99a"),
-        Benchmark("aime25", "aime2025.jsonl", "id", "math", hub_id="math-ai/aime25",
-                  hub_revision="563bb8404243c5f09de6ec262f2db674fe5bce9b"),
-        # The paper's AMC: AMC 12 2022 + 2023, 83 problems (AI-MO's validation set, as in DeepScaleR and LUFFY).
-        Benchmark("amc", "amc_2022_2023_83.jsonl", "id", "math", hub_id="AI-MO/aimo-validation-amc",
-                  hub_split="train", hub_layout="amc", hub_revision="69d78a4a2c840e82d69af6bc742bda09005f6316"),
-        # Its AMC 2023 half alone (40 problems, the "amc23" of Qwen2.5-Math and simpleRL); not in any suite.
-        Benchmark("amc23", "amc2023.jsonl", "id", "math", hub_id="math-ai/amc23", hub_layout="question",
-                  hub_revision="80815d37005feb82cd7f8fbc6901d5d3eff43057"),
-        Benchmark("math500", "math500.jsonl", "id", "math", hub_id="HuggingFaceH4/MATH-500",
-                  hub_revision="6e4ed1a2a79af7d8630a6b768ec859cb5af4d3be"),
-        Benchmark("minerva", "minerva_math.jsonl", "id", "math", hub_id="math-ai/minervamath", hub_layout="question",
-                  hub_revision="ee46ddc498933b1977577953250ca5c66be64f96"),
-        Benchmark("olympiadbench", "olympiadbench.jsonl", "id", "math", hub_id="math-ai/olympiadbench",
-                  hub_layout="olympiad", hub_revision="4faaf1e6ec17d11a4218a9bf4c049ecaf954dd84"),
-        # Gated on the hub (accept its terms, set HF_TOKEN). The hub copy stores the correct answer and three
-        # distractors; `hub_row` shuffles them with a seed fixed by the record id.
-        Benchmark("gpqa_diamond", "gpqa_diamond.jsonl.gz", "ood", "choice", hub_id="Idavidrein/gpqa",
-                  hub_config="gpqa_diamond", hub_split="train", hub_layout="gpqa",
-                  hub_revision="633f5ee89ab8ad4522a9f850766b73f62147ffdd"),
-        Benchmark("arc_challenge", "arc_challenge_test.jsonl", "ood", "choice", hub_id="allenai/ai2_arc",
-                  hub_config="ARC-Challenge", hub_layout="arc", hub_revision="210d026faf9955653af8916fad021475a3f00453"),
-        Benchmark("mmlu_pro", "mmlu_pro_test.jsonl.gz", "ood", "choice", n_samples=1, hub_id="TIGER-Lab/MMLU-Pro",
-                  hub_layout="mmlu_pro", hub_revision="b189ec765aa7ed75c8acfea42df31fdae71f97be"),
-        # The tiny default's test split, written by `curiosft-tiny` (`ensure_tiny_data`); read from `tiny_data_dir`.
-        Benchmark("tiny", "test.jsonl", "tiny", "math"),
-    ]
-}
+@dataclass
+class Registry:
+    """Benchmarks by name and suites (name -> benchmark names, in order), as read from one or more registry files."""
 
-# The paper's in-distribution (ID) and out-of-distribution (OOD) sets; `amc23` is registered but in no suite, so
-# that the ID average is over the same six benchmarks as the paper's.
-SUITES: dict[str, list[str]] = {
-    "id": ["aime24", "aime25", "amc", "math500", "minerva", "olympiadbench"],
-    "ood": ["gpqa_diamond", "arc_challenge", "mmlu_pro"],
-    "tiny": ["tiny"],
-}
-SUITES["paper"] = SUITES["id"] + SUITES["ood"]
+    benchmarks: dict[str, Benchmark] = field(default_factory=dict)
+    suites: dict[str, list[str]] = field(default_factory=dict)
 
 
-def resolve_benchmarks(names: list[str]) -> list[Benchmark]:
-    """Benchmark and suite names (`paper`, `id`, `ood`, `tiny`) -> benchmarks, in order, without repeats."""
+def read_registry(path: str | Path, base: Registry | None = None, builtin: bool = False) -> Registry:
+    """The benchmarks and suites of the registry file `path`, added to those of `base` (which is not changed).
+
+    A bad entry is one `DataError` naming the file, the entry and the key. In a user's file (`builtin=False`) a
+    benchmark with only a local file reads it relative to that file, and a name may not redefine one in `base`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"benchmark_files: {path} is not a file; expected a benchmark registry YAML "
+                        f"(like {REGISTRY_FILE.name}).")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DataError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+    if not isinstance(raw, dict) or not set(raw) <= {"benchmarks", "suites"} or not (raw.get("benchmarks")
+                                                                                   or raw.get("suites")):
+        raise DataError(f"{path}: expected a mapping with `benchmarks:` (name: entry) and optionally `suites:` "
+                        "(name: [benchmark or suite, ...]).")
+    registry = Registry(dict(base.benchmarks), dict(base.suites)) if base else Registry()
+    entries, suites = raw.get("benchmarks") or {}, raw.get("suites") or {}
+    if not isinstance(entries, dict) or not isinstance(suites, dict):
+        raise DataError(f"{path}: `benchmarks` and `suites` must be mappings of name: value.")
+    for name, entry in entries.items():
+        _check_new_name(path, "benchmarks", name, registry)
+        registry.benchmarks[name] = _benchmark(path, str(name), entry, builtin)
+    for name, members in suites.items():
+        if members != [name]:  # a suite of one benchmark may carry its name (`tiny: [tiny]`)
+            _check_new_name(path, "suites", name, registry)
+        if not isinstance(members, list) or not members:
+            raise DataError(f"{path}: suites.{name}: expected a list of benchmark or suite names, got {members!r}.")
+        expanded: list[str] = []
+        for member in members:
+            if member in registry.suites:
+                expanded += registry.suites[member]
+            elif member in registry.benchmarks:
+                expanded.append(member)
+            else:
+                raise DataError(f"{path}: suites.{name}: {member!r} is not a benchmark or a suite defined before it.")
+        registry.suites[name] = list(dict.fromkeys(expanded))
+    return registry
+
+
+def _check_new_name(path: Path, section: str, name, registry: Registry) -> None:
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise DataError(f"{path}: {section}.{name}: a name is letters, digits, `_`, `.` and `-` (it names cache files).")
+    if name in registry.benchmarks or name in registry.suites:
+        kind = "benchmark" if name in registry.benchmarks else "suite"
+        raise DataError(f"{path}: {section}.{name}: already a {kind}; choose another name.")
+
+
+def _benchmark(path: Path, name: str, entry, builtin: bool) -> Benchmark:
+    """One registry entry -> a `Benchmark`, every key checked."""
+    where = f"{path}: benchmarks.{name}"
+    if not isinstance(entry, dict):
+        raise DataError(f"{where}: expected a mapping of key: value, got {entry!r}.")
+    known = {"group", "kind", "local_file", "n_samples", "hub_id", "hub_split", "hub_revision", "hub_config",
+             "hub_layout", "columns", "made_by"} | ({"data_dir"} if builtin else set())
+    unknown = sorted(set(map(str, entry)) - known)
+    if unknown:
+        hint = " (a local_file is read relative to this file)" if "data_dir" in unknown else ""
+        raise DataError(f"{where}: unknown key {unknown[0]!r}{hint}; expected some of {', '.join(sorted(known))}.")
+
+    def text(key: str, required: bool = False) -> str | None:
+        value = entry.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{where}.{key}: expected a non-empty string, got {value!r}.")
+        return value
+
+    kind, group = text("kind", required=True), text("group", required=True)
+    if kind not in FIELDS:
+        raise DataError(f"{where}.kind: expected `math` or `choice`, got {kind!r}.")
+    n_samples = entry.get("n_samples", 8)
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+        raise DataError(f"{where}.n_samples: expected a positive integer, got {n_samples!r}.")
+    hub = {key: text(key) for key in ("hub_id", "hub_split", "hub_revision", "hub_config", "hub_layout")}
+    if hub["hub_id"] is None and any(hub.values()):
+        key = next(k for k, v in hub.items() if v)
+        raise DataError(f"{where}.{key}: only with `hub_id` (the hub dataset it describes).")
+    if hub["hub_layout"] not in (None, *HUB_LAYOUTS):
+        raise DataError(f"{where}.hub_layout: expected one of {', '.join(HUB_LAYOUTS)}, got {hub['hub_layout']!r}.")
+    columns = entry.get("columns")
+    if columns is not None:
+        columns = _columns(where, kind, columns)
+        if hub["hub_layout"]:
+            raise DataError(f"{where}: give `columns` or `hub_layout`, not both.")
+    local_file, data_dir = text("local_file"), text("data_dir")
+    if local_file is None and hub["hub_id"] is None:
+        raise DataError(f"{where}: expected `local_file` (a JSONL file) or `hub_id` (a hub dataset), or both.")
+    if not builtin and hub["hub_id"] is None:  # a user's local benchmark: its file sits beside the registry file
+        data_dir = str(path.parent.resolve())
+    return Benchmark(name, local_file or f"{name}.jsonl", group, kind, n_samples,
+                     **{k: v for k, v in hub.items() if v is not None}, columns=columns, data_dir=data_dir,
+                     made_by=text("made_by"))
+
+
+def _columns(where: str, kind: str, columns) -> dict[str, str]:
+    fields = FIELDS[kind]
+    required = fields[:-1]
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+        raise DataError(f"{where}.columns: expected a mapping of our field: its column name, got {columns!r}.")
+    bad = sorted(set(columns) - set(fields))
+    missing = [f for f in required if f not in columns]
+    if bad or missing:
+        raise DataError(f"{where}.columns: {kind} rows map {', '.join(required)} (and optionally id); "
+                        f"{f'unknown field {bad[0]!r}' if bad else f'{missing[0]!r} is missing'}.")
+    return dict(columns)
+
+
+BUILTIN = read_registry(REGISTRY_FILE, builtin=True)
+BENCHMARKS: dict[str, Benchmark] = BUILTIN.benchmarks
+SUITES: dict[str, list[str]] = BUILTIN.suites
+
+
+def load_registry(benchmark_files: list[str] | tuple[str, ...] = ()) -> Registry:
+    """The built-in registry plus the user's registry files, in order."""
+    registry = BUILTIN
+    for path in benchmark_files:
+        registry = read_registry(path, registry)
+    return registry
+
+
+def resolve_benchmarks(names: list[str], benchmark_files: list[str] | tuple[str, ...] = ()) -> list[Benchmark]:
+    """Benchmark and suite names (`paper`, `id`, `ood`, `tiny`, and those of `benchmark_files`) -> benchmarks, in
+    order, without repeats."""
+    registry = load_registry(benchmark_files)
     out: list[str] = []
     for name in names:
-        if name in SUITES:
-            out += SUITES[name]
-        elif name in BENCHMARKS:
+        if name in registry.suites:
+            out += registry.suites[name]
+        elif name in registry.benchmarks:
             out.append(name)
         else:
-            known = ", ".join(list(BENCHMARKS) + [f"{s} (suite)" for s in SUITES])
+            known = ", ".join(list(registry.benchmarks) + [f"{s} (suite)" for s in registry.suites])
             raise DataError(f"unknown benchmark {name!r}; known: {known}.")
-    return [BENCHMARKS[n] for n in dict.fromkeys(out)]
+    return [registry.benchmarks[n] for n in dict.fromkeys(out)]
 
 
 def choice_prompt(question: str, choices: list[str]) -> str:
@@ -132,6 +238,8 @@ def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
     list); MMLU-Pro `question`+`options`+`answer` (a letter); ARC `question`+`choices{text,label}`+`answerKey`
     (a label, sometimes "1".."4"); GPQA `Question`+`Correct Answer`+`Incorrect Answer 1..3`.
     """
+    if benchmark.columns:
+        return column_row(benchmark, row, index)
     layout = benchmark.hub_layout
     row_id = str(row.get("id", row.get("unique_id", row.get("question_id", row.get("Record ID", index)))))
     if layout == "amc":
@@ -155,6 +263,18 @@ def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
         letter = string.ascii_uppercase[choices.index(correct)]
         return {"id": row_id, "question": row["Question"].strip(), "choices": choices, "answer": letter}
     raise ValueError(f"{benchmark.name}: unknown hub_layout {layout!r}")
+
+
+def column_row(benchmark: Benchmark, row: dict, index: int) -> dict:
+    """One row whose columns `benchmark.columns` names ({our field: its column}) -> our schema; the row's index is
+    its id unless an `id` column is named (or the row has an `id`)."""
+    out = {"id": row.get("id", index)}
+    for ours, theirs in benchmark.columns.items():
+        if theirs not in row:
+            raise DataError(f"{benchmark.name} row {index}: no column {theirs!r} (its `columns` map {ours} to it); "
+                            f"the row has {', '.join(map(repr, row))}.")
+        out[ours] = row[theirs]
+    return out
 
 
 def hub_rows(benchmark: Benchmark) -> list[dict]:
@@ -203,17 +323,26 @@ def load_benchmark(
     if data_dir is not None:
         path = local_path(benchmark, data_dir)
         if not path.is_file():
-            hint = " Run `make tiny` to write the tiny task." if benchmark.group == "tiny" else \
-                f" Run `make data DATA_DIR={data_dir}` to download it, or set `data_dir: null` to read the hub copy."
-            raise DataError(f"{benchmark.name}: data file {path} not found.{hint}")
+            raise DataError(f"{benchmark.name}: data file {path} not found.{missing_file_hint(benchmark, data_dir)}")
         sha = file_sha256(path)
         raw, source = read_jsonl(path), f"{path} sha256:{sha}"
+        if benchmark.columns:
+            raw = [column_row(benchmark, r, i) for i, r in enumerate(raw)]
         entry = read_sources(data_dir).get(benchmark.name, {})
         if entry.get("sha256") == sha:
             source += f" from {entry['source']}"
     else:
         raw, source = hub_rows(benchmark), hub_source(benchmark)
     return prompt_rows(benchmark, raw[:max_problems] if max_problems else raw, system_prompt), source
+
+
+def missing_file_hint(benchmark: Benchmark, data_dir: str | Path) -> str:
+    """What writes `benchmark`'s local file: its `made_by` command, or `make data` for a hub copy."""
+    if benchmark.made_by:
+        return f" Run {benchmark.made_by} to write it."
+    if benchmark.hub_id:
+        return f" Run `make data DATA_DIR={data_dir}` to download it, or set `data_dir: null` to read the hub copy."
+    return ""
 
 
 def prompt_rows(benchmark: Benchmark, raw: list[dict], system_prompt: str | None) -> list[dict]:

@@ -20,9 +20,20 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 from ..files import atomic_write_text
 from .generation import Sample
+
+
+class Job(NamedTuple):
+    """One sample to generate: problem `problem_id`'s sample `sample_index`, drawn with `seed` from `prompt` (its
+    chat-template text). The cache keys it by (problem_id, sample_index), checked against the prompt's hash."""
+
+    problem_id: str
+    sample_index: int
+    seed: int
+    prompt: str
 
 
 def prompt_sha(prompt: str) -> str:
@@ -90,10 +101,10 @@ class GenerationCache:
         return Sample(entry["text"], entry["num_tokens"], entry["finish_reason"], entry["entropy_sum"],
                       entry["entropy_hist"])
 
-    def append(self, keys: list[tuple[str, int, int, str]], samples: list[Sample]) -> None:
-        """Record `samples[i]` for `keys[i] = (problem_id, sample_index, seed, prompt)`, durably, in one write."""
+    def append(self, jobs: list[Job], samples: list[Sample]) -> None:
+        """Record `samples[i]` for `jobs[i] = (problem_id, sample_index, seed, prompt)`, durably, in one write."""
         entries = [{"problem_id": pid, "sample_index": idx, "seed": seed, "prompt_sha": prompt_sha(prompt), **asdict(s)}
-                   for (pid, idx, seed, prompt), s in zip(keys, samples)]
+                   for (pid, idx, seed, prompt), s in zip(jobs, samples)]
         self._write(entries)
 
     def part_path(self, replica: int) -> Path:

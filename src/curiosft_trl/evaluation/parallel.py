@@ -28,8 +28,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 from ..errors import RecipeError
 from ..files import atomic_write_text, model_key
+from .cache import GenerationCache, Job
+from .config import EvalConfig
+from .generation import build_backend, generate_missing
 
 
 def assign_replicas(pairs: list[tuple[str, str]], n: int) -> dict[tuple[str, str], int]:
@@ -72,25 +78,23 @@ def replica_environments(n: int, tensor_parallel_size: int, gpus: list[str] | No
 
 def visible_gpus() -> list[str]:
     """This process's CUDA devices as `CUDA_VISIBLE_DEVICES` names them ([] without CUDA)."""
-    import torch
-
     if not torch.cuda.is_available():
         return []
     named = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     return named or [str(i) for i in range(torch.cuda.device_count())]
 
 
-def generate(config, model: str, work: list[tuple], replica_envs: list[dict[str, str]],
-             keep_fds: tuple[int, ...] = ()) -> None:
+def generate(config: EvalConfig, model: str, work: list[tuple[GenerationCache, Job]],
+             replica_envs: list[dict[str, str]], keep_fds: tuple[int, ...] = ()) -> None:
     """Generate `work` = [(cache, job)] (every sample the caches lack) with `config.data_parallel_size` worker
     processes, then fold their part files into the caches. A failed worker stops the others and raises.
     `keep_fds`: descriptors the workers inherit (the output folder lock, held until the last of them exits)."""
     n = config.data_parallel_size
     caches = {id(cache): cache for cache, _ in work}
-    replica_of = assign_replicas([(str(cache.path), job[0]) for cache, job in work], n)
+    replica_of = assign_replicas([(str(cache.path), job.problem_id) for cache, job in work], n)
     tasks: list[dict[str, list]] = [{} for _ in range(n)]  # replica -> part file -> jobs
     for cache, job in work:
-        r = replica_of[(str(cache.path), job[0])]
+        r = replica_of[(str(cache.path), job.problem_id)]
         tasks[r].setdefault(str(cache.part_path(r)), []).append(list(job))
     run_dir = Path(config.output_dir) / "cache" / model_key(model)
     workers = []
@@ -141,8 +145,6 @@ def _stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
 def _wait(workers: list[tuple], parts: list[Path], total: int, desc: str) -> None:
     """Wait for every worker, counting the samples in their part files; the first worker that fails raises, naming
     its replica, devices and the end of its log."""
-    from tqdm.auto import tqdm
-
     running, offsets = list(workers), dict.fromkeys(parts, 0)
     bar = tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
     while running:
@@ -170,16 +172,13 @@ def _wait(workers: list[tuple], parts: list[Path], total: int, desc: str) -> Non
 
 def worker_main(plan_path: str) -> None:
     """One replica: build the backend and generate the plan's jobs into their part files."""
-    from .cache import GenerationCache
-    from .generation import build_backend
-    from .harness import EvalConfig, generate_missing
-
     plan = json.loads(Path(plan_path).read_text())
     config = EvalConfig(**plan["config"])
     work = []
     for part, jobs in plan["tasks"].items():
         cache = GenerationCache(part)
-        work += [(cache, tuple(job)) for job in jobs if cache.get(job[0], job[1], job[3]) is None]
+        work += [(cache, job) for job in map(Job._make, jobs)
+                 if cache.get(job.problem_id, job.sample_index, job.prompt) is None]
     if work:
         t0 = time.time()
         backend = build_backend(config.backend, plan["model"], **config.backend_kwargs())

@@ -42,17 +42,39 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def markdown_table(results: dict) -> str:
-    """A summary table (avg@n in %, one row per checkpoint, ID/OOD averages) and a per-benchmark detail table."""
+def _ref(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
+    """A summary table (avg@n in %, one row per checkpoint, ID/OOD averages) and a per-benchmark detail table.
+
+    `groups`: benchmark -> group (default: the built-in registry's). With `results["reference"]` (`compare_to`),
+    a column `<column> (<reference>)` follows each benchmark or group for which the reference has a number.
+    """
     models = results["models"]
     benches = list(results["n_samples"])
-    groups = [g for g in ("id", "ood", "tiny") if any(BENCHMARKS[b].group == g for b in benches)]
-    header = [f"{b} (avg@{results['n_samples'][b]})" for b in benches] + [f"{g.upper()} avg" for g in groups]
+    groups = groups or {b: BENCHMARKS[b].group for b in benches}
+    # id and ood first, as in the paper; then other groups in the order their benchmarks come
+    order = ["id", "ood"] + [groups[b] for b in benches]
+    present = [g for g in dict.fromkeys(order) if any(groups[b] == g for b in benches)]
+    columns = [(f"{b} (avg@{results['n_samples'][b]})", "benchmarks", b) for b in benches]
+    columns += [(f"{g.upper()} avg", "averages", g) for g in present]
+    ref = results.get("reference", {"models": {}})
+    header, cells = [], {model: [] for model in models}
+    for title, kind, key in columns:
+        header.append(title)
+        for model, r in models.items():
+            ours = r["averages"].get(key) if kind == "averages" else r["benchmarks"][key][f"avg@{results['n_samples'][key]}"]
+            cells[model].append(_pct(ours))
+        theirs = {m: ref["models"].get(m, {}).get(kind, {}).get(key) for m in models}
+        if any(v is not None for v in theirs.values()):
+            header.append(f"{title} ({ref['name']})")
+            for model in models:
+                cells[model].append(_ref(theirs[model]))
     lines = ["| model | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
-    for model, r in models.items():
-        cells = [_pct(r["benchmarks"][b][f"avg@{results['n_samples'][b]}"]) for b in benches]
-        cells += [_pct(r["averages"].get(g)) for g in groups]
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    for model in models:
+        lines.append(f"| {model} | " + " | ".join(cells[model]) + " |")
     lines += ["", "| model | benchmark | avg@n | maj@n | pass@n | mean tokens | truncated | entropy (nats) |",
               "|---|---|---|---|---|---|---|---|"]
     for model, r in models.items():
@@ -64,6 +86,9 @@ def markdown_table(results: dict) -> str:
     lines += [""] + [dequantised_caveat(model, r["gguf_source"]) for model, r in models.items() if r.get("gguf_source")]
     lines += ["", f"Sampling: temperature {s['temperature']}, top_p {s['top_p']}, up to {s['max_new_tokens']} new "
               f"tokens, seed {s['seed']}, backend {s['backend']}. Values in %, except tokens and entropy."]
+    if ref["models"]:
+        named = ", ".join(f"{model} = {r['model']}" for model, r in ref["models"].items())
+        lines.append(f"Reference `{ref['name']}` (eval/reference.yaml): {named}.")
     return "\n".join(lines) + "\n"
 
 
@@ -110,11 +135,13 @@ def plot(results: dict, entropy_hists: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
-def write_report(results: dict, entropy_hists: dict, out_dir: str | Path, plots: bool = True) -> None:
-    """Write results.json, results.md and (optionally) the plots to `out_dir`, and print the table."""
+def write_report(results: dict, entropy_hists: dict, out_dir: str | Path, plots: bool = True,
+                 groups: dict[str, str] | None = None) -> None:
+    """Write results.json, results.md and (optionally) the plots to `out_dir`, and print the table. `groups`:
+    benchmark -> group, for the averages' columns (default: the built-in registry's)."""
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
-    table = markdown_table(results)
+    table = markdown_table(results, groups)
     atomic_write_text(out_dir / "results.md", table)
     print(table)
     written = [out_dir / "results.json", out_dir / "results.md"] + (plot(results, entropy_hists, out_dir) if plots else [])
