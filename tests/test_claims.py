@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import yaml
 
 from curiosft_trl.errors import DataError, RecipeError
-from curiosft_trl.evaluation.entropy import bucket_means, encode_heldout, quantile_buckets, token_stats
-from curiosft_trl.evaluation.stats import (
+from curiosft_trl.study.entropy import bucket_means, encode_heldout, quantile_buckets, token_stats
+from curiosft_trl.study.stats import (
     DOES_NOT_HOLD,
     HOLDS,
     INCONCLUSIVE,
@@ -25,9 +25,10 @@ from curiosft_trl.evaluation.stats import (
     t975,
 )
 from curiosft_trl.sft.losses import entropy_from_logits
-from curiosft_trl.study.claims import load_claims_config, prepare_split
-from curiosft_trl.study.claims_report import verdicts
+from curiosft_trl.study.config import load_study_config
+from curiosft_trl.study.report import entropy_verdicts
 from curiosft_trl.study.runs import cli_flags
+from curiosft_trl.study.study import prepare_split
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SYSTEM = "Reason in <think>, answer in \\boxed{}."
@@ -69,12 +70,12 @@ def _paired(entropy, forks, forks_vs_determined):
 
 def test_claim_2_needs_more_extra_entropy_at_forks_than_at_determined_tokens():
     up, down, mixed = [0.20, 0.21, 0.22], [-0.20, -0.21, -0.22], [-0.2, 0.3, 0.0]
-    assert verdicts(_paired(up, up, up)) == {"claim_1": HOLDS, "claim_2": HOLDS}
+    assert entropy_verdicts(_paired(up, up, up)) == {"claim_1": HOLDS, "claim_2": HOLDS}
     # entropy up by the same factor everywhere (an entropy bonus's signature): claim 1 holds, claim 2 is not shown
-    assert verdicts(_paired(up, up, mixed))["claim_2"] == INCONCLUSIVE
-    assert verdicts(_paired(up, up, down))["claim_2"] == DOES_NOT_HOLD
-    assert verdicts(_paired(down, down, up)) == {"claim_1": DOES_NOT_HOLD, "claim_2": DOES_NOT_HOLD}
-    assert verdicts(None)["claim_1"].startswith(INCONCLUSIVE)
+    assert entropy_verdicts(_paired(up, up, mixed))["claim_2"] == INCONCLUSIVE
+    assert entropy_verdicts(_paired(up, up, down))["claim_2"] == DOES_NOT_HOLD
+    assert entropy_verdicts(_paired(down, down, up)) == {"claim_1": DOES_NOT_HOLD, "claim_2": DOES_NOT_HOLD}
+    assert entropy_verdicts(None)["claim_1"].startswith(INCONCLUSIVE)
 
 
 # ---------------------------------------------------------------------------------------------------- token scores
@@ -162,12 +163,12 @@ def write_recipe(path: Path, **changes) -> Path:
 def test_a_recipe_that_could_make_arms_differ_in_more_than_the_loss_is_refused(changes, message, tmp_path):
     recipe = write_recipe(tmp_path / "claims.yaml", **changes)
     with pytest.raises(RecipeError, match="claims.yaml") as e:
-        load_claims_config(str(recipe))
+        load_study_config(str(recipe))
     assert message in str(e.value)
 
 
 def test_arms_and_seeds_are_chosen_on_the_command_line(tmp_path):
-    cfg = load_claims_config(str(ROOT / "recipes" / "tiny" / "claims.yaml"))
+    cfg = load_study_config(str(ROOT / "recipes" / "tiny" / "claims.yaml"))
     assert [a.name for a in cfg.selected(None, None)] == cfg.default_arms
     assert [a.name for a in cfg.selected("all", None)] == list(cfg.arms)
     assert [a.seeds for a in cfg.selected("nll,curiosft", [7])] == [[7], [7]]
@@ -180,7 +181,8 @@ def test_arms_and_seeds_are_chosen_on_the_command_line(tmp_path):
 
 
 def test_the_split_is_disjoint_fits_max_length_and_is_never_silently_replaced(tiny_model_dir, tmp_path):
-    from curiosft_trl.study.claims import load_tokenizer, read_jsonl
+    from curiosft_trl.files import read_jsonl
+    from curiosft_trl.study.study import load_tokenizer
     from curiosft_trl.tiny.task import make_split, write_jsonl
 
     data = write_jsonl(make_split("train", n=80, seed=5, strategy="canonical"),
@@ -188,7 +190,7 @@ def test_the_split_is_disjoint_fits_max_length_and_is_never_silently_replaced(ti
     recipe = write_recipe(tmp_path / "claims.yaml", base=str(tiny_model_dir), dataset_name=str(data),
                           heldout_dataset_name=None, output_dir=str(tmp_path / "out"), train_rows=30,
                           heldout_rows=10, max_length=160)
-    cfg = load_claims_config(str(recipe))
+    cfg = load_study_config(str(recipe))
     tokenizer = load_tokenizer(cfg)
     split = prepare_split(cfg, tokenizer)
     train, heldout = (read_jsonl(tmp_path / "out" / "data" / f"{p}.jsonl") for p in ("train", "heldout"))
@@ -198,9 +200,9 @@ def test_the_split_is_disjoint_fits_max_length_and_is_never_silently_replaced(ti
     assert 0 < split["fraction_too_long"] < 1  # level 1 (84-154 tokens) fits, level 3 (138-247) mostly not
     assert prepare_split(cfg, tokenizer) == split  # kept
     with pytest.raises(RecipeError, match="other settings \\(train_rows\\)"):
-        prepare_split(load_claims_config(str(recipe), {"train_rows": 31}), tokenizer)
+        prepare_split(load_study_config(str(recipe), {"train_rows": 31}), tokenizer)
     with pytest.raises(DataError, match="fit max_length 160 in full; the split needs 200 from it"):
-        prepare_split(load_claims_config(str(recipe), {"train_rows": 190, "output_dir": str(tmp_path / "o2")}),
+        prepare_split(load_study_config(str(recipe), {"train_rows": 190, "output_dir": str(tmp_path / "o2")}),
                       tokenizer)
 
 
@@ -261,7 +263,7 @@ def test_bad_claims_input_is_one_line_before_any_model_loads(tmp_path):
 
 
 def test_claim_2_is_relative_so_an_entropy_bonus_that_scales_every_token_alike_does_not_pass():
-    from curiosft_trl.study.claims_report import entropy_pairs
+    from curiosft_trl.study.report import entropy_pairs
 
     def run(by_bucket):
         return {"entropy": sum(by_bucket) / len(by_bucket), "entropy_by_bucket": by_bucket}
@@ -270,22 +272,22 @@ def test_claim_2_is_relative_so_an_entropy_bonus_that_scales_every_token_alike_d
     bonus = [run([2 * h for h in r["entropy_by_bucket"]]) for r in ref]  # x2 everywhere: +0.1 nats vs +4 at forks
     forks_only = [run([r["entropy_by_bucket"][0], 1.1, r["entropy_by_bucket"][2] * (1.3 + s / 100)])
                   for s, r in enumerate(ref)]
-    scaled = verdicts(entropy_pairs(bonus, ref))
+    scaled = entropy_verdicts(entropy_pairs(bonus, ref))
     assert scaled["claim_1"] == HOLDS and scaled["claim_2"] == INCONCLUSIVE
     assert entropy_pairs(bonus, ref)["forks_vs_determined"]["mean"] == pytest.approx(0, abs=1e-12)
-    assert verdicts(entropy_pairs(forks_only, ref)) == {"claim_1": HOLDS, "claim_2": HOLDS}
+    assert entropy_verdicts(entropy_pairs(forks_only, ref)) == {"claim_1": HOLDS, "claim_2": HOLDS}
 
 
 def test_duplicate_seeds_or_checkpoints_are_refused(tmp_path):
     recipe = write_recipe(tmp_path / "claims.yaml", arms={"nll": {"sft_loss": "nll", "seeds": [1, 1]}})
     with pytest.raises(RecipeError, match="arms.nll.seeds: 1 given more than once"):
-        load_claims_config(str(recipe))
+        load_study_config(str(recipe))
     with pytest.raises(RecipeError, match="--seeds: 2 given more than once"):
-        load_claims_config(str(ROOT / "recipes" / "tiny" / "claims.yaml")).selected(None, [2, 2])
+        load_study_config(str(ROOT / "recipes" / "tiny" / "claims.yaml")).selected(None, [2, 2])
     with pytest.raises(RecipeError, match="arms.nll: expected a mapping of loss fields"):
-        load_claims_config(str(write_recipe(tmp_path / "c2.yaml", arms={"nll": "curiosft"})))
+        load_study_config(str(write_recipe(tmp_path / "c2.yaml", arms={"nll": "curiosft"})))
     with pytest.raises(RecipeError, match="arms.nll.seeds: expected a non-empty list of integers"):
-        load_claims_config(str(write_recipe(tmp_path / "c3.yaml", arms={"nll": {"sft_loss": "nll", "seeds": 3}})))
+        load_study_config(str(write_recipe(tmp_path / "c3.yaml", arms={"nll": {"sft_loss": "nll", "seeds": 3}})))
 
 
 def test_a_bad_loss_value_is_refused_before_anything_trains(tmp_path):
@@ -310,7 +312,7 @@ def test_a_run_started_with_other_settings_is_refused_not_mixed(tmp_path):
 def test_token_scores_are_recomputed_for_other_weights_or_rows(tiny_model_dir, tiny_rows, tmp_path):
     import shutil
 
-    from curiosft_trl.study.claims import scored_tokens
+    from curiosft_trl.study.study import scored_tokens
 
     tokenizer, rows = tiny_rows
     encoded = encode_heldout(tokenizer, rows)

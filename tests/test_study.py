@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from curiosft_trl.errors import RecipeError
-from curiosft_trl.evaluation.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, mean_ci
-from curiosft_trl.study.study import load_study_config
-from curiosft_trl.study.study_report import study_verdicts
+from curiosft_trl.study.config import load_study_config
+from curiosft_trl.study.report import study_verdicts
+from curiosft_trl.study.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SYSTEM = "Reason in <think>, answer in \\boxed{}."
@@ -74,7 +74,7 @@ def test_each_claim_is_read_from_its_paired_interval():
 
 def test_accuracy_reads_levels_and_the_short_branch_share_from_the_samples(tmp_path):
     from curiosft_trl.evaluation.harness import samples_folder
-    from curiosft_trl.study.study_report import accuracy
+    from curiosft_trl.study.report import accuracy
 
     problems = {"p1": "Compute 2*9+3*3.", "p2": "Compute 4*3+5*6."}
     completions = [("p1", "2*9=9+9=18\n+3*3=18+3=21+3=24+3=27\n</think> 27", True),  # short; 3*3 has no fork

@@ -1,5 +1,5 @@
-"""`curiosft-claims --config recipes/<model>/claims.yaml`: the paper's claims 1 and 2 on a model (see
-`curiosft_trl.study.claims`). Rerunning resumes: a finished split, run or score is kept.
+"""`curiosft-claims --config recipes/<model>/claims.yaml`: the paper's claims 1 and 2 on a model, a study whose
+stages are `[split, sft, score]` (`curiosft_trl.study`). Rerunning resumes: a finished split, run or score is kept.
 
     curiosft-claims --config recipes/tiny/claims.yaml                       # the tiny default
     curiosft-claims --config recipes/smollm2-135m/claims.yaml --arms all    # every arm the recipe lists
@@ -10,7 +10,11 @@
 import argparse
 import sys
 
-from . import RecipeError, run_cli
+from ..study.config import CLAIMS_STAGES, check_stage_recipes, checkpoint_arms, load_study_config, parse_seeds
+from . import run_cli
+
+OVERRIDES = {"base": str, "output_dir": str, "dataset_name": str, "heldout_dataset_name": str, "train_rows": int,
+             "heldout_rows": int, "max_length": int, "buckets": int}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -20,67 +24,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", help="comma-separated seeds for every trained arm (default: the recipe's)")
     parser.add_argument("--checkpoints", nargs="+", metavar="ARM=DIR",
                         help="evaluate these model folders instead of training (an arm name may repeat: one per seed)")
-    for key in ("base", "output_dir", "dataset_name", "heldout_dataset_name"):
-        parser.add_argument(f"--{key}", help=f"overrides the recipe's `{key}`")
-    for key in ("train_rows", "heldout_rows", "max_length", "buckets"):
-        parser.add_argument(f"--{key}", type=int, help=f"overrides the recipe's `{key}`")
+    for key, kind in OVERRIDES.items():
+        parser.add_argument(f"--{key}", type=kind, help=f"overrides the recipe's `{key}`")
     return parser.parse_args(argv)
 
 
-def parse_seeds(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise RecipeError(f"--seeds: expected comma-separated integers, got {text!r}.") from None
-
-
-def parse_checkpoints(items: list[str]) -> dict[str, dict]:
-    """`["nll=a", "nll=b", "curiosft=c"]` -> arms `{"nll": {"checkpoints": ["a", "b"]}, ...}`."""
-    arms: dict[str, dict] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise RecipeError(f"--checkpoints: expected ARM=DIR, got {item!r}.")
-        arms.setdefault(name, {"checkpoints": []})["checkpoints"].append(path)
-    return arms
-
-
 def load_config(args: argparse.Namespace):
-    """The claims recipe with the command line's overrides, checked (`study.claims.load_claims_config`)."""
-    from ..study.claims import load_claims_config
-
-    overrides = {k: getattr(args, k) for k in ("base", "output_dir", "dataset_name", "heldout_dataset_name",
-                                               "train_rows", "heldout_rows", "max_length", "buckets")}
+    """The recipe with the command line's overrides, checked, with each stage's recipe parsed as its runs get it."""
+    overrides = {k: getattr(args, k) for k in OVERRIDES}
     if args.checkpoints:
-        arms = parse_checkpoints(args.checkpoints)
+        arms = checkpoint_arms(args.checkpoints)
         overrides |= {"arms": arms, "default_arms": list(arms)}
-    cfg = load_claims_config(args.config, overrides)
-    for arm in cfg.arms.values():
-        if not arm.checkpoints:
-            check_sft_flags(cfg.sft_recipe, {**cfg.sft, **arm.loss}, f"arms.{arm.name}")
+    cfg = load_study_config(args.config, overrides, default_stages=CLAIMS_STAGES)
+    check_stage_recipes(cfg)
     return cfg
 
 
-def check_sft_flags(recipe: str, settings: dict, where: str) -> None:
-    """Parse the SFT recipe with `settings` as the run will get them, so that a bad value is one error now, not a
-    failed run after hours of the others (nothing is loaded or written)."""
-    from ..study.runs import cli_flags, cpu_flags
-    from . import sft
-
-    try:
-        sft.parse_args(["--config", recipe, *cli_flags(settings), *cpu_flags(settings)])
-    except RecipeError as e:
-        raise RecipeError(f"{where} (as passed to {recipe}): {e}") from None
-
-
 def main(argv: list[str] | None = None) -> None:
-    from ..study.claims import run_claims
+    from ..study.study import run_study
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     cfg = load_config(args)
-    run_claims(cfg, cfg.selected(args.arms, parse_seeds(args.seeds)))
+    run_study(cfg, cfg.selected(args.arms, parse_seeds(args.seeds)))
 
 
 def cli() -> None:

@@ -1,14 +1,16 @@
-"""What the studies are made of: arms that differ only in the loss, and one ordinary CLI run per arm, seed and stage.
+"""What a study is made of: arms that differ only in the loss, and one ordinary CLI run per arm, seed and stage.
 
 An arm sets only loss fields (`sft_loss` and the CurioSFT/baseline fields that TRL's `SFTConfig` does not have), so
-arms differ in the loss and nothing else, by construction. Each run is `curiosft-sft` or `curiosft-rl` in its own
-process (one run's memory and threads never leak into the next), logging to `train.log` in its folder, and is
-skipped when its folder already holds the finished run: a study resumes where it stopped. `run_settings.json` in the
-folder records what the run was started with (its recipe's text, its flags, the checkpoint it starts from); a rerun
-with anything else is refused rather than mixed with it or reported under the new settings.
+arms differ in the loss and nothing else, by construction. Each run is `curiosft-sft`, `curiosft-rl` or
+`curiosft-eval` in its own process (one run's memory and threads never leak into the next), logging to its folder,
+and a training run is skipped when its folder already holds the finished run: a study resumes where it stopped.
+`run_settings.json` in the folder records what the run was started with (its recipe's text, its flags, the
+checkpoint it starts from); a rerun with anything else is refused rather than mixed with it or reported under the new
+settings.
 """
 
 import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -32,13 +34,17 @@ class Arm:
     name: str
     loss: dict  # loss fields passed to `curiosft-sft` for this arm
     seeds: list[int] = field(default_factory=list)
-    checkpoints: list[str] = field(default_factory=list)  # evaluate as given instead of training
+    checkpoints: list[str] = field(default_factory=list)  # scored as given instead of training
 
-    def runs(self, output_dir: Path) -> list[tuple[str, Path]]:
-        """`(run name, model folder)` for each seed (or given checkpoint)."""
+    def runs(self, output_dir: Path, stages: list[str]) -> list[tuple[str, dict[str, Path]]]:
+        """`(run name, {training stage: model folder})` for each seed (or given checkpoint), e.g.
+        `("nll-seed1", {"sft": runs/nll/seed1})`, or `{"sft": runs/nll/seed1/sft, "grpo": runs/nll/seed1/grpo}` where
+        the study trains more than one stage."""
         if self.checkpoints:
-            return [(f"{self.name}-{i + 1}", Path(c)) for i, c in enumerate(self.checkpoints)]
-        return [(f"{self.name}-seed{s}", output_dir / "runs" / self.name / f"seed{s}") for s in self.seeds]
+            return [(f"{self.name}-{i + 1}", {"sft": Path(c)}) for i, c in enumerate(self.checkpoints)]
+        trained = [s for s in ("sft", "grpo") if s in stages]
+        folders = [(f"{self.name}-seed{s}", output_dir / "runs" / self.name / f"seed{s}") for s in self.seeds]
+        return [(name, {s: root / s if len(trained) > 1 else root for s in trained}) for name, root in folders]
 
 
 def check_distinct(where: str, values, kind: type) -> None:
@@ -107,8 +113,6 @@ RUN_SETTINGS = "run_settings.json"
 def check_run_settings(run_dir: Path, record: dict) -> None:
     """Write `record` into `run_dir` the first time; afterwards a different one is a `RecipeError`. A folder from
     before these records (a finished or partial run without one) is adopted as it is."""
-    import json
-
     from ..files import atomic_write_text
 
     path = run_dir / RUN_SETTINGS
@@ -159,3 +163,19 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
         raise RunError(f"{label}: curiosft-{stage} failed (exit {result.returncode}); the end of {log}:\n{tail}")
     return time.perf_counter() - start
+
+
+def run_eval(recipe: str, settings: dict, models: list[str], out: Path) -> dict:
+    """One `curiosft-eval --config recipe` of `models` into `out` (its own process; its cache resumes it); returns its
+    results.json. A failed run is a `RunError` quoting the end of its log."""
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "eval.log"
+    print(f"[eval] {len(models)} checkpoints (log: {log})", flush=True)
+    command = [sys.executable, "-m", "curiosft_trl.cli.eval", "--config", recipe, *cli_flags(settings),
+               "--model_name_or_paths", *models, "--output_dir", str(out), "--skip_missing", "false"]
+    with log.open("a") as f:
+        result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise RunError(f"curiosft-eval failed (exit {result.returncode}); the end of {log}:\n{tail}")
+    return json.loads((out / "results.json").read_text())
