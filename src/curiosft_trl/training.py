@@ -6,11 +6,55 @@ newest complete checkpoint (teacher included), a finished run left alone, a fres
     trainer = ...; train_and_save(trainer, args, fresh_start)       # resume, train, save the model, then the state
 """
 
+import math
 import time
 from pathlib import Path
 
+import torch
+from transformers import TrainerCallback
+
 from .checkpoints import check_resumable, finished_step, newest_complete_checkpoint
-from .errors import RecipeError, check_output_dir
+from .errors import RecipeError, RunError, check_output_dir
+
+
+class TrainingDiverged(RunError):
+    """A loss, gradient norm or weight stopped being finite; nothing from that point on was saved."""
+
+
+def nonfinite_parameter(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter holding a NaN or an infinity, or None when all are finite."""
+    with torch.no_grad():
+        return next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+
+
+class DivergenceGuard(TrainerCallback):
+    """Stops a run whose logged loss or gradient norm is not finite, and never lets a checkpoint or the final model
+    be saved with weights that are not.
+
+    The Trainer's `logging_nan_inf_filter` (on by default) logs a NaN loss as the running average, so the gradient
+    norm (the norm of every gradient: NaN as soon as one is) is what shows a NaN step. Checked at each log, and on the
+    weights at each step that saves (one pass over the parameters, only when a checkpoint is written)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        bad = {k: v for k, v in (logs or {}).items()
+               if k in ("loss", "grad_norm") and isinstance(v, (int, float)) and not math.isfinite(v)}
+        if bad:
+            values = ", ".join(f"{k} {v}" for k, v in bad.items())
+            raise TrainingDiverged(f"training diverged at step {state.global_step}: {values}. Nothing was saved from "
+                                   "this step on; lower the learning_rate (or check the data) and run again, which "
+                                   "resumes from the last complete checkpoint.")
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if control.should_save and model is not None:
+            _refuse_nonfinite(model, state.global_step)
+
+
+def _refuse_nonfinite(model: torch.nn.Module, step: int) -> None:
+    name = nonfinite_parameter(model)
+    if name is not None:
+        raise TrainingDiverged(f"training diverged by step {step}: the weight {name} is not finite. Nothing was "
+                               "saved from this step on; lower the learning_rate and run again, which resumes from "
+                               "the last complete checkpoint.")
 
 
 def check_counts(training_args) -> None:
@@ -104,13 +148,16 @@ def set_aside_previous_run(trainer, output_dir: str) -> None:
 
 def train_and_save(trainer, training_args, fresh_start: bool) -> None:
     """Train (resuming from the newest complete checkpoint unless `fresh_start`), then save the final model and,
-    last, the trainer state that marks the run finished."""
+    last, the trainer state that marks the run finished. A run that diverges stops with `TrainingDiverged` and saves
+    nothing from that step on (`DivergenceGuard`)."""
     if fresh_start:
         set_aside_previous_run(trainer, training_args.output_dir)
     checkpoint = resume_checkpoint(trainer, training_args, fresh_start)
     if checkpoint:
         trainer.accelerator.print(f"Resuming from {checkpoint}")
+    trainer.add_callback(DivergenceGuard())
     trainer.train(resume_from_checkpoint=checkpoint)
+    _refuse_nonfinite(trainer.model, trainer.state.global_step)  # the final model marks the run finished
     trainer.save_model(training_args.output_dir)
     trainer.save_state()
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")

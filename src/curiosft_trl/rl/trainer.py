@@ -10,6 +10,9 @@ prompt. From it:
 - `grader_timeouts`: completions of the rollout batch (all processes) whose grading timed out and scored 0.0
   (`curiosft_trl.rl.rewards.timeouts()`).
 
+A reward function that scores no completion of a batch (all `None`/NaN) or any with an infinity stops the run with
+one error naming it (`check_rewards`).
+
 Both are appended to `self._metrics[mode]` like TRL's own metrics and averaged over each logging window.
 """
 
@@ -17,6 +20,7 @@ import torch
 from accelerate.utils import gather
 from trl import GRPOTrainer
 
+from ..errors import RecipeError
 from . import rewards
 
 
@@ -30,12 +34,24 @@ def pass_at_group(rewards_per_func: torch.Tensor, weights: torch.Tensor, num_gen
     return (total.view(-1, num_generations) > 0).any(dim=1).float().mean().item()
 
 
+def check_rewards(rewards_per_func: torch.Tensor, names: list[str], step: int) -> None:
+    """`(B * G, F)` rewards: each function must give a finite reward to some completion of the batch (TRL reads a
+    `None` as NaN, "does not apply", and leaves it out; all NaN means the function scored nothing, and GRPO would train
+    on no signal without a word) and never an infinite one."""
+    for column, name in zip(rewards_per_func.T, names, strict=True):
+        if torch.isinf(column).any() or torch.isnan(column).all():
+            what = "an infinite reward" if torch.isinf(column).any() else "no finite reward (None or NaN)"
+            raise RecipeError(f"reward_funcs: `{name}` returned {what} for the {len(column)} completions of step "
+                              f"{step}; a reward function returns one finite float per completion.")
+
+
 class CurioGRPOTrainer(GRPOTrainer):
     """`GRPOTrainer` that also logs `pass@G` and `grader_timeouts` (see the module docstring)."""
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         timeouts_before = rewards.timeouts()
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        check_rewards(rewards_per_func, self.reward_func_names, self.state.global_step)
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         weights = self.reward_weights.to(rewards_per_func.device)

@@ -1,0 +1,68 @@
+"""A run that diverges stops with one line naming the step, and leaves nothing non-finite behind: no checkpoint, no
+final model, no run marked finished (`curiosft_trl.training.DivergenceGuard`); a reward function that scores nothing
+stops GRPO naming it (`curiosft_trl.rl.trainer.check_rewards`)."""
+
+import math
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from curiosft_trl.checkpoints import checkpoints, finished_step
+from curiosft_trl.cli.rl import main as rl_main
+from curiosft_trl.cli.sft import main as sft_main
+from curiosft_trl.errors import RecipeError
+from curiosft_trl.rl.trainer import check_rewards
+from curiosft_trl.training import TrainingDiverged, nonfinite_parameter
+
+
+def write(tmp_path, name, **fields):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    return path
+
+
+def test_a_diverging_sft_run_stops_naming_the_step_and_saves_nothing_non_finite(tmp_path, tiny_model_dir,
+                                                                                 tiny_sft_file):
+    out = tmp_path / "out"
+    recipe = write(tmp_path, "sft", model_name_or_path=str(tiny_model_dir), dataset_name=str(tiny_sft_file),
+                   output_dir=str(out), sft_loss="nll", learning_rate=1e3, lr_scheduler_type="constant",
+                   max_grad_norm=0.0, max_steps=8, per_device_train_batch_size=4, save_strategy="steps",
+                   save_steps=1, logging_steps=4, report_to="none", use_cpu=True, seed=0, system_prompt="s")
+    with pytest.raises(TrainingDiverged, match=r"training diverged (at|by) step \d+: (loss|grad_norm|the weight)"):
+        sft_main(["--config", str(recipe)])
+    assert not (out / "model.safetensors").exists()
+    assert finished_step(out, 8, 3.0) is None
+    for checkpoint in checkpoints(out):  # whatever was saved before the divergence is finite
+        assert all(torch.isfinite(t).all() for t in load_file(checkpoint / "model.safetensors").values()), checkpoint
+
+
+def test_nonfinite_parameter_names_the_first_bad_weight():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert nonfinite_parameter(model) is None
+    with torch.no_grad():
+        model[1].bias[0] = math.inf
+    assert nonfinite_parameter(model) == "1.bias"
+
+
+def test_check_rewards_refuses_a_function_that_scores_nothing_or_infinity():
+    nan, inf = math.nan, math.inf
+    check_rewards(torch.tensor([[1.0, nan], [0.0, 1.0]]), ["a", "b"], step=3)  # a NaN here and there: "not applicable"
+    with pytest.raises(RecipeError, match=r"`b` returned no finite reward \(None or NaN\) for the 2 completions of step 3"):
+        check_rewards(torch.tensor([[1.0, nan], [0.0, nan]]), ["a", "b"], step=3)
+    with pytest.raises(RecipeError, match="`a` returned an infinite reward"):
+        check_rewards(torch.tensor([[inf, 1.0], [0.0, 1.0]]), ["a", "b"], step=0)
+
+
+def test_a_grpo_reward_that_returns_nan_stops_the_run_naming_it(tmp_path, monkeypatch, tiny_model_dir, tiny_sft_file):
+    (tmp_path / "planted_nan_reward.py").write_text(
+        "def reward(completions, **kwargs):\n    return [float('nan')] * len(completions)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = write(tmp_path, "grpo", model_name_or_path=str(tiny_model_dir), dataset_name=str(tiny_sft_file),
+                   output_dir=str(tmp_path / "out"), reward_funcs=["planted_nan_reward.reward"], num_generations=4,
+                   max_completion_length=8, per_device_train_batch_size=8, steps_per_generation=1, max_steps=2,
+                   save_strategy="no", logging_steps=1, use_cpu=True, report_to="none")
+    with pytest.raises(RecipeError, match=r"reward_funcs: `reward` returned no finite reward"):
+        rl_main(["--config", str(recipe)])
+    assert not (tmp_path / "out" / "model.safetensors").exists()
