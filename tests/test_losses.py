@@ -1,5 +1,7 @@
 """The CurioSFT rule (spec, "The loss") against an independent float64 evaluation, and its properties."""
 
+import dataclasses
+import inspect
 import math
 
 import numpy as np
@@ -7,6 +9,8 @@ import pytest
 import torch
 
 from curiosft_trl.sft.losses import (
+    LOSSES,
+    TemperatureRule,
     curiosft_loss_from_logprobs,
     curiosft_per_token_loss,
     entropy_guided_temperature,
@@ -14,7 +18,9 @@ from curiosft_trl.sft.losses import (
     top_entropy_mask,
 )
 
-SPEC = dict(tau_min=1.1, tau_max=1.5, top_k=512, pivot=1.2, slope=2.0, inc=0.5, iters=20, low=0.03)
+# The spec's constants ("The loss"), under the names of `TemperatureRule` and the config
+SPEC = dict(tau_min=1.1, tau_max=1.5, temperature_top_k=512, entropy_pivot=1.2, entropy_slope=2.0,
+            max_entropy_increment=0.5, num_bisection_iterations=20, low_entropy_threshold=0.03)
 
 
 def _entropy64(z: np.ndarray) -> float:
@@ -27,10 +33,10 @@ def _entropy64(z: np.ndarray) -> float:
 def reference_tau(z: np.ndarray, s=SPEC) -> float:
     """The spec, one row at a time, in float64."""
     z = z.astype(np.float64)
-    top = np.sort(z)[::-1][: s["top_k"]]
+    top = np.sort(z)[::-1][: s["temperature_top_k"]]
     h = _entropy64(top)
-    target = h + s["inc"] / (1 + math.exp(-s["slope"] * (h - s["pivot"])))
-    if _entropy64(z) <= s["low"]:
+    target = h + s["max_entropy_increment"] / (1 + math.exp(-s["entropy_slope"] * (h - s["entropy_pivot"])))
+    if _entropy64(z) <= s["low_entropy_threshold"]:
         return s["tau_min"]
     if _entropy64(top / s["tau_min"]) >= target:
         return s["tau_min"]
@@ -63,7 +69,7 @@ def _logits(shape, scale, seed):
 @pytest.mark.parametrize("scale", [0.01, 0.5, 2.0, 8.0, 40.0])
 def test_tau_matches_float64_reference(vocab, scale, solver):
     z = _logits((3, 4, vocab), scale, seed=vocab + int(scale * 10))
-    tau = entropy_guided_temperature(z, solver=solver)
+    tau = entropy_guided_temperature(z, TemperatureRule(temperature_solver=solver))
     assert tau.shape == (3, 4) and tau.dtype == torch.float32
     ref = np.array([reference_tau(row) for row in z.reshape(-1, vocab).numpy()]).reshape(3, 4)
     np.testing.assert_allclose(tau.numpy(), ref, rtol=1e-5)
@@ -101,12 +107,15 @@ def test_tau_is_tau_min_where_full_entropy_below_threshold():
 @pytest.mark.parametrize("solver", ["newton", "bisection"])
 def test_custom_constants_are_honoured(solver):
     z = _logits((50, 300), 2.0, 7)
-    tau = entropy_guided_temperature(z, tau_min=0.5, tau_max=3.0, top_k=20, num_iterations=30, solver=solver)
-    ref = [reference_tau(r, {**SPEC, "tau_min": 0.5, "tau_max": 3.0, "top_k": 20}) for r in z.numpy()]
+    rule = TemperatureRule(tau_min=0.5, tau_max=3.0, temperature_top_k=20, num_bisection_iterations=30,
+                           temperature_solver=solver)
+    tau = entropy_guided_temperature(z, rule)
+    ref = [reference_tau(r, {**SPEC, "tau_min": 0.5, "tau_max": 3.0, "temperature_top_k": 20}) for r in z.numpy()]
     np.testing.assert_allclose(tau.numpy(), ref, rtol=1e-5)
 
 
-@pytest.mark.parametrize("bounds", [dict(tau_min=1.1, tau_max=1.5, top_k=512), dict(tau_min=0.5, tau_max=3.0, top_k=20)])
+@pytest.mark.parametrize("bounds", [dict(tau_min=1.1, tau_max=1.5, temperature_top_k=512),
+                                    dict(tau_min=0.5, tau_max=3.0, temperature_top_k=20)])
 def test_the_newton_solve_reaches_the_root_on_every_kind_of_row(bounds):
     # Gaussian and heavy-tailed (Gumbel) rows from near-uniform to near-one-hot: Newton's fixed number of steps lands
     # on the exact root (float32 output), where the authors' 20-step bisection is within its 0.4 / 2^21 interval
@@ -114,19 +123,23 @@ def test_the_newton_solve_reaches_the_root_on_every_kind_of_row(bounds):
     z = torch.cat([torch.randn(20, 1500, generator=g) * s for s in (0.01, 0.1, 0.5, 1, 2, 3, 5, 8, 15)]
                   + [torch.distributions.Gumbel(0.0, s).sample((20, 1500)) for s in (0.3, 1.0, 3.0)])
     ref = np.array([reference_tau(row, {**SPEC, **bounds}) for row in z.numpy()])
-    newton = entropy_guided_temperature(z, **bounds).numpy()
+    newton = entropy_guided_temperature(z, TemperatureRule(**bounds)).numpy()
     assert np.abs(newton - ref).max() <= 2e-7 * bounds["tau_max"]
     assert ((newton > bounds["tau_min"]) & (newton < bounds["tau_max"])).sum() > 50  # interior roots were solved
 
 
 def test_an_unknown_solver_is_an_error():
     with pytest.raises(ValueError, match="solver: unknown value `brent`"):
-        entropy_guided_temperature(torch.zeros(2, 5), solver="brent")
+        TemperatureRule(temperature_solver="brent")
 
 
 def test_tau_min_above_tau_max_is_an_error():
     with pytest.raises(ValueError, match="tau_min"):
-        entropy_guided_temperature(torch.zeros(2, 5), tau_min=1.6, tau_max=1.5)
+        TemperatureRule(tau_min=1.6, tau_max=1.5)
+
+
+def test_the_rules_defaults_are_the_papers_constants():
+    assert TemperatureRule() == TemperatureRule(**SPEC)
 
 
 def test_gradient_wrt_student_logprob_is_reweighted_nll():
@@ -165,14 +178,42 @@ def test_the_config_chooses_the_solver(tmp_path):
     from curiosft_trl.sft.config import CurioSFTConfig
 
     args = CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    assert args.temperature_kwargs["solver"] == "newton"
+    assert args.temperature_rule.temperature_solver == "newton"
     bisect = CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature_solver="bisection")
     z = _logits((20, 300), 2.0, 3)
-    newton, authors = entropy_guided_temperature(z, **args.temperature_kwargs), entropy_guided_temperature(
-        z, **bisect.temperature_kwargs)
+    newton = entropy_guided_temperature(z, args.temperature_rule)
+    authors = entropy_guided_temperature(z, bisect.temperature_rule)
     np.testing.assert_allclose(newton.numpy(), authors.numpy(), atol=3e-7)  # 20 bisection steps: within 0.4 / 2^21
     with pytest.raises(ValueError, match="temperature_solver: unknown value `brent`"):
         CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", temperature_solver="brent")
+
+
+def test_the_configs_defaults_are_the_rules_and_every_rule_field_is_a_recipe_key(tmp_path):
+    from curiosft_trl.sft.config import CurioSFTConfig
+
+    assert CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none").temperature_rule == TemperatureRule()
+    changed = dict(tau_min=0.9, tau_max=2.0, temperature_top_k=64, entropy_pivot=0.7, entropy_slope=3.0,
+                   max_entropy_increment=0.25, low_entropy_threshold=0.1, temperature_solver="bisection",
+                   num_bisection_iterations=30)
+    assert set(changed) == {f.name for f in dataclasses.fields(TemperatureRule)}
+    args = CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", **changed)
+    assert args.temperature_rule == TemperatureRule(**changed)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_registered_loss_is_accepted_by_the_config_and_its_function_takes_its_fields(name, tmp_path):
+    from curiosft_trl.sft.config import CurioSFTConfig
+
+    loss = LOSSES[name]
+    assert loss.name == name and loss.description
+    assert CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", sft_loss=name).loss is loss
+    assert (loss.per_token is None) == loss.trl_native  # TRL runs its own losses; every other one has a function
+    assert loss.distils or not (loss.needs_teacher or loss.fixed_tau)  # a teacher is kept only to distil from
+    config_fields = {f.name for f in dataclasses.fields(CurioSFTConfig)}
+    assert set(loss.fields) <= config_fields
+    if loss.per_token is not None:  # `(l, q)` or `(l, entropy, mask)`, then the config fields by their names
+        tensors = (None,) * (2 if loss.distils else 3)
+        inspect.signature(loss.per_token).bind(*tensors, **dict.fromkeys(loss.fields))
 
 
 # ---- the teacher head's one-pass sweep (`teacher_gold_logprobs`) against the old formulas, in float64 -------------

@@ -4,8 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from curiosft_trl.sft.config import SFT_LOSSES, CurioSFTConfig
+from curiosft_trl.sft.config import CurioSFTConfig
 from curiosft_trl.sft.data import load_sft_dataset
+from curiosft_trl.sft.losses import LOSSES, SFTLoss
 from curiosft_trl.sft.teacher import TEACHER_DIR, TEACHER_WEIGHTS
 from curiosft_trl.sft.trainer import CurioSFTTrainer
 from curiosft_trl.tiny.task import TINY_SYSTEM_PROMPT
@@ -48,7 +49,7 @@ def mean_nll(model, tokenizer, dataset) -> float:
     return total / count
 
 
-@pytest.mark.parametrize("sft_loss", list(SFT_LOSSES))
+@pytest.mark.parametrize("sft_loss", list(LOSSES))
 def test_every_sft_loss_trains(sft_loss, tiny_model_dir, tiny_sft_file, tmp_path):
     trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss=sft_loss)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -62,13 +63,33 @@ def test_every_sft_loss_trains(sft_loss, tiny_model_dir, tiny_sft_file, tmp_path
         assert losses[-1] < losses[0]
     logged = trainer.state.log_history[0]
     assert {"entropy", "mean_token_accuracy", "num_tokens"} <= set(logged)
-    if sft_loss.startswith("curiosft"):
+    if LOSSES[sft_loss].distils:
         assert {"nll", "distill", "tau/mean", "tau/min", "tau/max", "tau/frac_min", "tau/frac_max",
                 "teacher_entropy", "frac_low_entropy"} <= set(logged)
         low, mean, high = logged["tau/min"], logged["tau/mean"], logged["tau/max"]
         assert 1.1 - 1e-6 <= low <= mean + 1e-6 and mean <= high + 1e-6 and high <= 1.5 + 1e-6
         # the logged loss is exactly its two logged terms
         assert logged["loss"] == pytest.approx(logged["nll"] + logged["distill"], rel=1e-4)
+
+
+def test_a_loss_added_to_the_registry_runs_with_no_other_change(tiny_model_dir, tiny_sft_file, tmp_path,
+                                                               monkeypatch):
+    # One registry entry plus its per-token function: the config accepts the name, the trainer runs the function with
+    # the config fields the entry names, and keeps no teacher
+    def scaled_nll(student_logprobs, student_entropy, mask, entropy_coef):
+        return -entropy_coef * student_logprobs, torch.zeros_like(mask)
+
+    monkeypatch.setitem(LOSSES, "scaled_nll", SFTLoss("scaled_nll", "NLL times `entropy_coef`", per_token=scaled_nll,
+                                                      fields=("entropy_coef",)))
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="scaled_nll", entropy_coef=0.5)
+    assert trainer.teacher_model is None
+    batch = _a_batch(trainer)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        outputs = trainer.model(**batch, use_cache=False, fused_lm_head=True)
+    nll = -(outputs.log_probs * outputs.label_mask).sum() / outputs.label_mask.sum()
+    assert loss.item() == pytest.approx(0.5 * nll.item(), rel=1e-6)
+    assert trainer._metrics["train"]["entropy_bonus_frac"] == [0.0]
 
 
 class Recorder(TrainerCallback):

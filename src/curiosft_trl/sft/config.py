@@ -1,26 +1,14 @@
 """The SFT stage's settings: `CurioSFTConfig` (TRL's `SFTConfig` plus the CurioSFT rule's constants and the choice of
 SFT loss) and `SFTScriptArguments` (TRL's `ScriptArguments` plus the data and restart fields of `curiosft-sft`)."""
 
+import dataclasses
 import difflib
 from dataclasses import dataclass, field
 
 from trl import ScriptArguments, SFTConfig
 
 from ..prompts import SYSTEM_PROMPT
-
-# `sft_loss` -> what it trains with. The first three are TRL's own losses, run by `SFTTrainer` unchanged.
-SFT_LOSSES = {
-    "nll": "TRL's negative log-likelihood (vanilla SFT)",
-    "dft": "TRL's DFT: NLL weighted by the detached gold-token probability",
-    "label_smoothing": "TRL's NLL with `label_smoothing_factor` (0.1 unless set)",
-    "entropy_reg": "NLL - entropy_coef * token entropy (a positive coef raises entropy)",
-    "top_entropy_reg": "like entropy_reg, with the bonus only on the top `entropy_top_ratio` highest-entropy tokens",
-    "curiosft": "CurioSFT: self-distillation toward a synced teacher at an entropy-guided temperature",
-    "curiosft_fixed_tau": "CurioSFT ablation: one teacher temperature `fixed_tau` everywhere",
-    "curiosft_live_teacher": "CurioSFT ablation: the live model (stop-gradient) is the teacher; no copy kept",
-}
-TEACHER_LOSSES = ("curiosft", "curiosft_fixed_tau")
-DISTILLATION_LOSSES = ("curiosft", "curiosft_fixed_tau", "curiosft_live_teacher")
+from .losses import KD_COEF, LOSSES, PAPER_RULE, SFTLoss, TemperatureRule
 
 
 @dataclass
@@ -32,34 +20,42 @@ class CurioSFTConfig(SFTConfig):
 
     sft_loss: str = field(
         default="curiosft",
-        metadata={"help": "The SFT loss: " + "; ".join(f"`{k}`: {v}" for k, v in SFT_LOSSES.items()) + "."},
+        metadata={"help": "The SFT loss: " + "; ".join(f"`{k}`: {v.description}" for k, v in LOSSES.items()) + "."},
     )
     kd_coef: float = field(
-        default=1.0, metadata={"help": "Weight of the distillation term `0.5 * (log p - log q_tau)^2`."}
+        default=KD_COEF, metadata={"help": "Weight of the distillation term `0.5 * (log p - log q_tau)^2`."}
     )
-    tau_min: float = field(default=1.1, metadata={"help": "Lowest teacher temperature."})
-    tau_max: float = field(default=1.5, metadata={"help": "Highest teacher temperature."})
+    # The temperature rule's fields: named and defaulted as `TemperatureRule`'s (the paper's constants)
+    tau_min: float = field(default=PAPER_RULE.tau_min, metadata={"help": "Lowest teacher temperature."})
+    tau_max: float = field(default=PAPER_RULE.tau_max, metadata={"help": "Highest teacher temperature."})
     temperature_top_k: int = field(
-        default=512, metadata={"help": "Number of top teacher logits whose entropy drives the temperature."}
+        default=PAPER_RULE.temperature_top_k,
+        metadata={"help": "Number of top teacher logits whose entropy drives the temperature."},
     )
     entropy_pivot: float = field(
-        default=1.2, metadata={"help": "Entropy (nats) at which the target increment is half its maximum."}
+        default=PAPER_RULE.entropy_pivot,
+        metadata={"help": "Entropy (nats) at which the target increment is half its maximum."},
     )
-    entropy_slope: float = field(default=2.0, metadata={"help": "Slope of the sigmoid around `entropy_pivot`."})
+    entropy_slope: float = field(
+        default=PAPER_RULE.entropy_slope, metadata={"help": "Slope of the sigmoid around `entropy_pivot`."}
+    )
     max_entropy_increment: float = field(
-        default=0.5, metadata={"help": "Largest entropy increase (nats) asked of the tempered teacher."}
-    )
-    temperature_solver: str = field(
-        default="newton",
-        metadata={"help": "How `H(z / tau) = H*` is solved for tau: `newton` (bracketed Newton steps, to float64 "
-                          "precision) or `bisection` (`num_bisection_iterations` steps, as the authors' code)."},
-    )
-    num_bisection_iterations: int = field(
-        default=20, metadata={"help": "Bisection steps of `temperature_solver: bisection`."}
+        default=PAPER_RULE.max_entropy_increment,
+        metadata={"help": "Largest entropy increase (nats) asked of the tempered teacher."},
     )
     low_entropy_threshold: float = field(
-        default=0.03,
+        default=PAPER_RULE.low_entropy_threshold,
         metadata={"help": "Where the teacher's full-vocabulary entropy is at most this (nats), tau = `tau_min`."},
+    )
+    temperature_solver: str = field(
+        default=PAPER_RULE.temperature_solver,
+        metadata={"help": "How `H(z / tau) = H*` is solved for tau: `newton` (bracketed Newton steps, to float64 "
+                          "precision; within ~1e-7 of the authors' tau) or `bisection` (`num_bisection_iterations` "
+                          "steps: the authors' code, which runs 20)."},
+    )
+    num_bisection_iterations: int = field(
+        default=PAPER_RULE.num_bisection_iterations,
+        metadata={"help": "Bisection steps of `temperature_solver: bisection` (unused by `newton`)."},
     )
     fixed_tau: float = field(
         default=1.3, metadata={"help": "The single teacher temperature of `sft_loss: curiosft_fixed_tau`."}
@@ -85,21 +81,17 @@ class CurioSFTConfig(SFTConfig):
     )
 
     def __post_init__(self):
-        if self.sft_loss not in SFT_LOSSES:
-            close = difflib.get_close_matches(self.sft_loss, SFT_LOSSES, n=1)
+        if self.sft_loss not in LOSSES:
+            close = difflib.get_close_matches(self.sft_loss, LOSSES, n=1)
             hint = f" Did you mean `{close[0]}`?" if close else ""
-            raise ValueError(f"sft_loss: unknown value `{self.sft_loss}`; expected one of {list(SFT_LOSSES)}.{hint}")
-        if self.tau_min > self.tau_max:
-            raise ValueError(f"tau_min ({self.tau_min}) must be <= tau_max ({self.tau_max}).")
-        if self.tau_min <= 0 or self.fixed_tau <= 0:
-            raise ValueError("tau_min and fixed_tau must be positive temperatures.")
+            raise ValueError(f"sft_loss: unknown value `{self.sft_loss}`; expected one of {list(LOSSES)}.{hint}")
+        self.temperature_rule  # building the rule checks the tau range and the solver
+        if self.fixed_tau <= 0:
+            raise ValueError(f"fixed_tau ({self.fixed_tau}) must be a positive temperature.")
         if self.ref_model_sync_steps < 1 or not 0 <= self.ref_model_mixup_alpha <= 1:
             raise ValueError("ref_model_sync_steps must be >= 1 and ref_model_mixup_alpha within [0, 1].")
         if not 0 < self.entropy_top_ratio <= 1:
             raise ValueError(f"entropy_top_ratio ({self.entropy_top_ratio}) must be within (0, 1].")
-        if self.temperature_solver not in ("newton", "bisection"):
-            raise ValueError(f"temperature_solver: unknown value `{self.temperature_solver}`; expected `newton` or "
-                             "`bisection`.")
         if self.teacher_chunk_size < 1:
             raise ValueError("teacher_chunk_size must be >= 1.")
         # The TRL-native losses are selected through TRL's own fields, so `SFTTrainer` runs them unchanged
@@ -112,21 +104,14 @@ class CurioSFTConfig(SFTConfig):
         super().__post_init__()
 
     @property
-    def temperature_kwargs(self) -> dict:
-        """Keyword arguments of `losses.entropy_guided_temperature` (or the fixed tau)."""
-        if self.sft_loss == "curiosft_fixed_tau":
-            return {"fixed_tau": self.fixed_tau}
-        return dict(
-            tau_min=self.tau_min,
-            tau_max=self.tau_max,
-            top_k=self.temperature_top_k,
-            entropy_pivot=self.entropy_pivot,
-            entropy_slope=self.entropy_slope,
-            max_entropy_increment=self.max_entropy_increment,
-            num_iterations=self.num_bisection_iterations,
-            solver=self.temperature_solver,
-            low_entropy_threshold=self.low_entropy_threshold,
-        )
+    def loss(self) -> SFTLoss:
+        """The registry entry (`losses.LOSSES`) of `sft_loss`."""
+        return LOSSES[self.sft_loss]
+
+    @property
+    def temperature_rule(self) -> TemperatureRule:
+        """The teacher's temperature rule, from the fields of the same names."""
+        return TemperatureRule(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TemperatureRule)})
 
 
 @dataclass

@@ -1,11 +1,17 @@
-"""The CurioSFT token loss and the baselines it is compared with, as pure tensor functions.
+"""The CurioSFT token loss and the baselines it is compared with, as pure tensor functions, and `LOSSES`, the one
+table of every `sft_loss`.
 
 No trainer, config or I/O in here: the trainer calls these, and so do the tests and the benchmark.
 Notation (spec, "The loss"): `z` teacher logits at temperature 1, `y` gold token, `l = log pi_theta(y)` the
 student log-prob, `tau` the per-token teacher temperature, `q = log softmax(z / tau)[y]`.
 
     L_t = -l_t + kd_coef * 0.5 * (l_t - q_t)^2        dL/dl_t = -(1 - (l_t - q_t))
+
+The temperature rule's constants travel together as a `TemperatureRule`, whose field names are `CurioSFTConfig`'s.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +22,37 @@ IGNORE_INDEX = -100
 # 28-row blocks made the H200 wait on the host (the teacher's temperature and log-prob took 158 ms a step instead of
 # 101, bench/results/profile-h200-onepass-head.json); a chunk's two buffers are what the chunk's logits already cost.
 SCRATCH_NUMEL = 2**22
+SOLVERS = ("newton", "bisection")
+KD_COEF = 1.0  # the paper's weight of the distillation term
+
+
+@dataclass(frozen=True)
+class TemperatureRule:
+    """The constants of Entropy-Guided Temperature Selection (`entropy_guided_temperature`), named as the
+    `CurioSFTConfig` fields (and recipe keys) that set them; the defaults are the paper's (`CurioSFTConfig` takes
+    its defaults from here). `temperature_solver` and `num_bisection_iterations` choose how the root is found."""
+
+    tau_min: float = 1.1
+    tau_max: float = 1.5
+    temperature_top_k: int = 512
+    entropy_pivot: float = 1.2
+    entropy_slope: float = 2.0
+    max_entropy_increment: float = 0.5
+    low_entropy_threshold: float = 0.03
+    temperature_solver: str = "newton"
+    num_bisection_iterations: int = 20
+
+    def __post_init__(self):
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"tau_min ({self.tau_min}) must be <= tau_max ({self.tau_max}).")
+        if self.tau_min <= 0:
+            raise ValueError(f"tau_min ({self.tau_min}) must be a positive temperature.")
+        if self.temperature_solver not in SOLVERS:
+            raise ValueError(f"temperature_solver: unknown value `{self.temperature_solver}`; expected one of "
+                             f"{', '.join(f'`{s}`' for s in SOLVERS)}.")
+
+
+PAPER_RULE = TemperatureRule()
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -25,80 +62,53 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(log_p.exp().unsqueeze(-2) @ log_p.unsqueeze(-1)).squeeze(-1).squeeze(-1)
 
 
-def entropy_guided_temperature(
-    teacher_logits: torch.Tensor,
-    *,
-    tau_min: float = 1.1,
-    tau_max: float = 1.5,
-    top_k: int = 512,
-    entropy_pivot: float = 1.2,
-    entropy_slope: float = 2.0,
-    max_entropy_increment: float = 0.5,
-    num_iterations: int = 20,
-    low_entropy_threshold: float = 0.03,
-    solver: str = "newton",
-) -> torch.Tensor:
+def entropy_guided_temperature(teacher_logits: torch.Tensor, rule: TemperatureRule = PAPER_RULE) -> torch.Tensor:
     """Entropy-Guided Temperature Selection: teacher logits `(..., V)` at temperature 1 -> tau `(...)` (float32).
 
-    1. `H` = entropy of the renormalised top-`top_k` logits;
+    1. `H` = entropy of the renormalised top-`temperature_top_k` logits;
     2. target `H* = H + max_entropy_increment * sigmoid(entropy_slope * (H - entropy_pivot))`;
     3. solve `H_K(z / tau) = H*` on `[tau_min, tau_max]` (entropy rises with tau, so the root is unique), clamping
-       to an end when the target is out of reach: `solver="newton"` (default) runs a few bracketed Newton steps
-       (`newton_iterations`), to the root's float64 precision; `solver="bisection"` runs `num_iterations` bisection
-       steps, as the authors' code does (20: within 2e-7 of the root on `[1.1, 1.5]`);
+       to an end when the target is out of reach: `temperature_solver="newton"` (default) runs a few bracketed
+       Newton steps (`newton_iterations`), to the root's float64 precision; `"bisection"` runs
+       `num_bisection_iterations` bisection steps, as the authors' code does (20: within 2e-7 of the root on
+       `[1.1, 1.5]`);
     4. `tau = tau_min` where the full-vocabulary entropy is `<= low_entropy_threshold`.
 
     Steps 1-3 are `solve_temperature`; the trainer runs step 4 inside `teacher_gold_logprobs`' vocabulary sweep.
     """
     logits = teacher_logits.detach()
-    top = logits.topk(min(top_k, logits.size(-1)), dim=-1).values
-    tau = solve_temperature(top, tau_min=tau_min, tau_max=tau_max, entropy_pivot=entropy_pivot,
-                            entropy_slope=entropy_slope, max_entropy_increment=max_entropy_increment,
-                            num_iterations=num_iterations, solver=solver)
-    return torch.where(entropy_from_logits(logits.float()) <= low_entropy_threshold, tau_min, tau)
+    top = logits.topk(min(rule.temperature_top_k, logits.size(-1)), dim=-1).values
+    tau = solve_temperature(top, rule)
+    return torch.where(entropy_from_logits(logits.float()) <= rule.low_entropy_threshold, rule.tau_min, tau)
 
 
-def solve_temperature(
-    top: torch.Tensor,
-    *,
-    tau_min: float = 1.1,
-    tau_max: float = 1.5,
-    entropy_pivot: float = 1.2,
-    entropy_slope: float = 2.0,
-    max_entropy_increment: float = 0.5,
-    num_iterations: int = 20,
-    solver: str = "newton",
-) -> torch.Tensor:
+def solve_temperature(top: torch.Tensor, rule: TemperatureRule = PAPER_RULE) -> torch.Tensor:
     """Steps 1-3 of `entropy_guided_temperature`: the top-k logits `(..., K)`, sorted with the max first (as
     `topk` returns them) -> tau `(...)` (float32), before the low-entropy rule of step 4."""
-    if tau_min > tau_max:
-        raise ValueError(f"tau_min ({tau_min}) must be <= tau_max ({tau_max})")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver: unknown value `{solver}`; expected one of {SOLVERS}")
-    # The solve runs on at most `top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
+    tau_min, tau_max = rule.tau_min, rule.tau_max
+    # The solve runs on at most `temperature_top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
     # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows).
     top = top.detach().double()
     top = top - top[..., :1]  # entropies do not change with a shift; centred once, not in every solver step
     entropy_k = entropy_from_logits(top)
-    target = entropy_k + max_entropy_increment * torch.sigmoid(entropy_slope * (entropy_k - entropy_pivot))
+    target = entropy_k + rule.max_entropy_increment * torch.sigmoid(
+        rule.entropy_slope * (entropy_k - rule.entropy_pivot))
     at_min, _ = _entropy_and_slope(top, torch.full_like(entropy_k, tau_min))
     at_max, _ = _entropy_and_slope(top, torch.full_like(entropy_k, tau_max))
-    if solver == "newton":
+    if rule.temperature_solver == "newton":
         tau = _newton_tau(top, target, tau_min, tau_max, at_min, at_max)
     else:
-        tau = _bisection_tau(top, target, tau_min, tau_max, num_iterations)
+        tau = _bisection_tau(top, target, tau_min, tau_max, rule.num_bisection_iterations)
     tau = torch.where(at_min >= target, tau_min, tau)
     tau = torch.where(at_max <= target, tau_max, tau)
     return tau.float()
 
 
-SOLVERS = ("newton", "bisection")
-
-
 def newton_iterations(tau_min: float, tau_max: float) -> int:
     """From a regula-falsi start, Newton's steps reach the root to ~1e-11 within 4 steps on brackets up to
-    `tau_max / tau_min = 1.5` (the paper's [1.1, 1.5]), and within 8 on brackets as wide as [0.5, 3.0] with top_k 20
-    (tests/test_losses.py checks both against a 60-step bisection). A fixed count per call: no host sync."""
+    `tau_max / tau_min = 1.5` (the paper's [1.1, 1.5]), and within 8 on brackets as wide as [0.5, 3.0] with
+    `temperature_top_k` 20 (tests/test_losses.py checks both against a 60-step bisection). A fixed count per call: no
+    host sync."""
     return 4 if tau_max <= 1.5 * tau_min else 8
 
 
@@ -146,33 +156,31 @@ def _bisection_tau(top, target, tau_min, tau_max, num_iterations) -> torch.Tenso
 def teacher_gold_logprobs(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
+    rule: TemperatureRule = PAPER_RULE,
     *,
     fixed_tau: float | None = None,
-    top_k: int = 512,
-    tau_min: float = 1.1,
-    low_entropy_threshold: float = 0.03,
     scratch_numel: int | None = None,
-    **solve_kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher side of the loss: `(..., V), (...) -> (q (...), tau (...), teacher entropy (...))` float32, no gradient.
 
-    `q = log softmax(z / tau)[y]` over the full vocabulary, with tau from the rule of `entropy_guided_temperature`
-    (`solve_kwargs` are `solve_temperature`'s), or the constant `fixed_tau` (the fixed-temperature ablation); the
-    entropy is the full-vocabulary one, at temperature 1. Labels equal to -100 read token 0 (mask them after).
+    `q = log softmax(z / tau)[y]` over the full vocabulary, with tau from `rule` (`entropy_guided_temperature`), or
+    the constant `fixed_tau` instead where given (the fixed-temperature ablation); the entropy is the full-vocabulary
+    one, at temperature 1. Labels equal to -100 read token 0 (mask them after).
 
     One `topk` over the logits (which also gives each row's max), then one sweep over the vocabulary, `scratch_numel`
-    logits at a time (whole rows, at least one; default `SCRATCH_NUMEL` on the CPU, every row at once on a GPU): `x = z - max` and `e = exp(x)` give `S = sum e` and the entropy
-    `log S - sum(e * x) / S`, then `q = (z_y - max) / tau - log sum exp(x / tau)`. The two `(rows, V)` float32
-    scratch buffers are the only full-vocabulary memory besides the logits, which stay in their own dtype.
+    logits at a time (whole rows, at least one; default `SCRATCH_NUMEL` on the CPU, every row at once on a GPU):
+    `x = z - max` and `e = exp(x)` give `S = sum e` and the entropy `log S - sum(e * x) / S`, then
+    `q = (z_y - max) / tau - log sum exp(x / tau)`. The two `(rows, V)` float32 scratch buffers are the only
+    full-vocabulary memory besides the logits, which stay in their own dtype.
     """
     with torch.no_grad():
         logits = teacher_logits.detach()
         shape, vocab = logits.shape[:-1], logits.size(-1)
         z = logits.reshape(-1, vocab)  # (N, V)
         if fixed_tau is None:
-            top = z.topk(min(top_k, vocab), dim=-1).values  # (N, K), the max first
+            top = z.topk(min(rule.temperature_top_k, vocab), dim=-1).values  # (N, K), the max first
             peak = top[:, 0].float()
-            solved = solve_temperature(top, tau_min=tau_min, **solve_kwargs)  # (N,) before the low-entropy rule
+            solved = solve_temperature(top, rule)  # (N,) before the low-entropy rule
         else:
             peak = z.amax(dim=-1).float()  # no top-k: the temperature is known
         gold = z.gather(-1, labels.reshape(-1, 1).clamp(min=0)).squeeze(-1).float() - peak  # (N,), <= 0
@@ -193,7 +201,7 @@ def teacher_gold_logprobs(
             # In place rather than a batched dot product: no third buffer, and no bmm of (n, 1, V) by (n, V, 1)
             entropy[block] = total.log() - e.mul_(x).sum(-1) / total
             if fixed_tau is None:
-                tau[block] = torch.where(entropy[block] <= low_entropy_threshold, tau_min, solved[block])
+                tau[block] = torch.where(entropy[block] <= rule.low_entropy_threshold, rule.tau_min, solved[block])
             else:
                 tau[block] = fixed_tau
             # The max of z / tau is max / tau, so x / tau is already shifted for a stable logsumexp
@@ -202,7 +210,7 @@ def teacher_gold_logprobs(
 
 
 def curiosft_loss_from_logprobs(
-    student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, kd_coef: float = 1.0
+    student_logprobs: torch.Tensor, teacher_logprobs: torch.Tensor, kd_coef: float = KD_COEF
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`L = -l + kd_coef * 0.5 * (l - q)^2` elementwise -> `(per-token loss, distillation term)`, same shape.
 
@@ -217,26 +225,38 @@ def curiosft_per_token_loss(
     teacher_logits: torch.Tensor,
     labels: torch.Tensor,
     *,
-    kd_coef: float = 1.0,
-    **temperature_kwargs,
+    kd_coef: float = KD_COEF,
+    rule: TemperatureRule = PAPER_RULE,
+    fixed_tau: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CurioSFT per-token loss: `(..., V), (..., V), (...) -> (per_token_loss (...), tau (...))`.
 
-    Positions whose label is -100 get a zero loss. Gradient flows into `student_logits` only.
+    The teacher's temperature follows `rule`, or is `fixed_tau` where given. Positions whose label is -100 get a
+    zero loss. Gradient flows into `student_logits` only.
     """
     mask = labels != IGNORE_INDEX
     log_p = F.log_softmax(student_logits.float(), dim=-1)
     l = log_p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    q, tau, _ = teacher_gold_logprobs(teacher_logits, labels, **temperature_kwargs)
+    q, tau, _ = teacher_gold_logprobs(teacher_logits, labels, rule, fixed_tau=fixed_tau)
     loss, _ = curiosft_loss_from_logprobs(l, q, kd_coef)
     return loss * mask, tau
 
 
 def entropy_regularized_loss(
-    student_logprobs: torch.Tensor, student_entropy: torch.Tensor, coef: float
-) -> torch.Tensor:
-    """SFT + entropy bonus: `L = -l - coef * H` elementwise; coef > 0 *raises* entropy (minimising -H)."""
-    return -student_logprobs - coef * student_entropy
+    student_logprobs: torch.Tensor, student_entropy: torch.Tensor, mask: torch.Tensor, entropy_coef: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SFT + entropy bonus on every loss token: `L = -l - entropy_coef * H * mask` elementwise -> `(per-token loss,
+    bonus mask)`, same shape; a positive coef *raises* entropy (minimising -H)."""
+    return -student_logprobs - entropy_coef * (student_entropy * mask), mask
+
+
+def top_entropy_regularized_loss(
+    student_logprobs: torch.Tensor, student_entropy: torch.Tensor, mask: torch.Tensor, entropy_coef: float,
+    entropy_top_ratio: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`entropy_regularized_loss` with the bonus on the top-`entropy_top_ratio` loss tokens by entropy only."""
+    return entropy_regularized_loss(student_logprobs, student_entropy,
+                                    top_entropy_mask(student_entropy, mask, entropy_top_ratio), entropy_coef)
 
 
 def top_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -247,3 +267,44 @@ def top_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float) ->
     k = max(1, int(round(ratio * valid.numel())))
     threshold = valid.topk(k).values[-1]
     return mask & (entropy.detach() >= threshold)
+
+
+# ---- the registry of `sft_loss` values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SFTLoss:
+    """One value of `sft_loss`: what it trains with, and what `CurioSFTTrainer` keeps and runs for it.
+
+    `per_token` is elementwise over the `(B, T)` response tokens, with the config `fields` passed as keywords of the
+    same names: `(l, q, **fields) -> (loss, distillation term)` where `distils` (`q` the teacher's tempered gold
+    log-prob), else `(l, entropy, mask, **fields) -> (loss, entropy-bonus mask)`; None for TRL's own losses.
+    """
+
+    name: str
+    description: str  # one line of the `sft_loss` help
+    trl_native: bool = False  # run by `SFTTrainer.compute_loss` unchanged, selected through TRL's own fields
+    distils: bool = False  # the distillation term toward a teacher's gold log-prob at temperature tau
+    needs_teacher: bool = False  # the teacher is a separate frozen copy, synced and checkpointed (else the live model)
+    fixed_tau: bool = False  # the teacher at the one temperature `fixed_tau` instead of the entropy-guided rule
+    per_token: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    fields: tuple[str, ...] = ()
+
+
+LOSSES: dict[str, SFTLoss] = {loss.name: loss for loss in (
+    SFTLoss("nll", "TRL's negative log-likelihood (vanilla SFT)", trl_native=True),
+    SFTLoss("dft", "TRL's DFT: NLL weighted by the detached gold-token probability", trl_native=True),
+    SFTLoss("label_smoothing", "TRL's NLL with `label_smoothing_factor` (0.1 unless set)", trl_native=True),
+    SFTLoss("entropy_reg", "NLL - entropy_coef * token entropy (a positive coef raises entropy)",
+            per_token=entropy_regularized_loss, fields=("entropy_coef",)),
+    SFTLoss("top_entropy_reg",
+            "like entropy_reg, with the bonus only on the top `entropy_top_ratio` highest-entropy tokens",
+            per_token=top_entropy_regularized_loss, fields=("entropy_coef", "entropy_top_ratio")),
+    SFTLoss("curiosft", "CurioSFT: self-distillation toward a synced teacher at an entropy-guided temperature",
+            distils=True, needs_teacher=True, per_token=curiosft_loss_from_logprobs, fields=("kd_coef",)),
+    SFTLoss("curiosft_fixed_tau", "CurioSFT ablation: one teacher temperature `fixed_tau` everywhere",
+            distils=True, needs_teacher=True, fixed_tau=True, per_token=curiosft_loss_from_logprobs,
+            fields=("kd_coef",)),
+    SFTLoss("curiosft_live_teacher", "CurioSFT ablation: the live model (stop-gradient) is the teacher; no copy kept",
+            distils=True, per_token=curiosft_loss_from_logprobs, fields=("kd_coef",)),
+)}

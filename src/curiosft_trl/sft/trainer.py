@@ -23,21 +23,16 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import _ForwardRedirection
 from trl.trainer.utils import create_model_from_path
 
-from .config import DISTILLATION_LOSSES, TEACHER_LOSSES, CurioSFTConfig
-from .losses import (
-    IGNORE_INDEX,
-    curiosft_loss_from_logprobs,
-    entropy_regularized_loss,
-    teacher_gold_logprobs,
-    top_entropy_mask,
-)
+from .config import CurioSFTConfig
+from .losses import IGNORE_INDEX, teacher_gold_logprobs
 from .teacher import TEACHER_DIR, TeacherSyncCallback, freeze, gathered_head, load_teacher, save_teacher
 
 
 class CurioSFTTrainer(SFTTrainer):
-    """[`~trl.SFTTrainer`] whose loss is chosen by `args.sft_loss` (see [`CurioSFTConfig`]).
+    """[`~trl.SFTTrainer`] whose loss is chosen by `args.sft_loss`, run as its entry in `losses.LOSSES` says.
 
-    For `curiosft` and `curiosft_fixed_tau` the teacher is a separate frozen copy of the model, loaded from the same
+    For a loss that `needs_teacher` (`curiosft`, `curiosft_fixed_tau`) the teacher is a separate frozen copy of the
+    model, loaded from the same
     checkpoint (or copied from the model instance), prepared for DeepSpeed like TRL prepares GKD's teacher, synced
     on the student's trainable parameters by TRL's `SyncRefModelCallback` (`TeacherSyncCallback`), and saved with
     every checkpoint. With a `peft_config`, the teacher is a copy of the student as PEFT wrapped it, adapters
@@ -69,18 +64,18 @@ class CurioSFTTrainer(SFTTrainer):
         teacher = None
         wraps_peft = kwargs.get("peft_config") is not None
         check_supported(args, model, wraps_peft)
-        if args.sft_loss in TEACHER_LOSSES and not isinstance(model, str) and not wraps_peft:
+        if args.loss.needs_teacher and not isinstance(model, str) and not wraps_peft:
             teacher = copy.deepcopy(model)
         super().__init__(model, args, *pargs, **kwargs)
         self.teacher_model = None
-        if args.sft_loss in TEACHER_LOSSES:
+        if args.loss.needs_teacher:
             if wraps_peft:
                 teacher = copy.deepcopy(self.model)
             elif isinstance(model, str):
                 teacher = self._load_teacher_like_model(model)
             self.teacher_model = self._prepare_teacher(freeze(teacher))
             self.add_callback(TeacherSyncCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
-        if args.sft_loss not in TRL_LOSSES and getattr(self.model.config, "output_router_logits", False):
+        if not args.loss.trl_native and getattr(self.model.config, "output_router_logits", False):
             raise ValueError(f"sft_loss: `{args.sft_loss}` does not add the router (load-balancing) loss that this "
                              "MoE model's `output_router_logits: true` asks for; set it to false in the model's "
                              "config, or use `nll`.")
@@ -110,14 +105,14 @@ class CurioSFTTrainer(SFTTrainer):
     # ---- the loss -------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        args = self.args
-        if args.sft_loss in TRL_LOSSES:
+        args, sft_loss = self.args, self.args.loss
+        if sft_loss.trl_native:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if return_outputs:
             raise NotImplementedError("CurioSFTTrainer does not return logits; use `prediction_loss_only=True`.")
         mode = "train" if self.model.training else "eval"
         inputs["use_cache"] = False
-        live = args.sft_loss == "curiosft_live_teacher"
+        live = sft_loss.distils and not sft_loss.needs_teacher
         # The live teacher is the student, stop-gradient: its hidden states are the ones this forward computes, so
         # they are kept (detached) instead of running the backbone a second time. TRL's fused head returns per-token
         # log-probs, never the logits, and the temperature rule needs whole rows of them: the head is applied again,
@@ -125,16 +120,14 @@ class CurioSFTTrainer(SFTTrainer):
         with _captured_last_hidden_state(self.accelerator.unwrap_model(model), enabled=live) as captured:
             outputs = model(**inputs, fused_lm_head=True)
         log_probs, entropy, mask = outputs.log_probs, outputs.entropy, outputs.label_mask  # (B, T-1) each
-        if args.sft_loss in DISTILLATION_LOSSES:
+        fields = {name: getattr(args, name) for name in sft_loss.fields}
+        if sft_loss.distils:
             teacher = model if live else self.teacher_model
             teacher_logprobs, tau, teacher_entropy = self._teacher_logprobs(teacher, inputs, captured.get("hidden"))
-            per_token, distill = curiosft_loss_from_logprobs(log_probs, teacher_logprobs, args.kd_coef)
+            per_token, distill = sft_loss.per_token(log_probs, teacher_logprobs, **fields)
             metrics = self._distillation_metrics(mask, log_probs, distill, tau, teacher_entropy)
         else:
-            bonus_mask = mask
-            if args.sft_loss == "top_entropy_reg":
-                bonus_mask = top_entropy_mask(entropy, mask, args.entropy_top_ratio)
-            per_token = entropy_regularized_loss(log_probs, entropy * bonus_mask, args.entropy_coef)
+            per_token, bonus_mask = sft_loss.per_token(log_probs, entropy, mask, **fields)
             metrics = {"nll": (-log_probs.detach() * mask).sum(), "entropy_bonus_frac": bonus_mask.sum().float()}
         num_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
         # Clamped so that a batch without loss tokens reduces to a finite zero rather than 0 / 0
@@ -167,6 +160,7 @@ class CurioSFTTrainer(SFTTrainer):
         mask = labels != IGNORE_INDEX
         hidden, targets = hidden[:, :-1][mask], labels[mask]  # (N, H), (N,)
         q, tau, entropy = (torch.zeros(mask.shape, dtype=torch.float32, device=mask.device) for _ in range(3))
+        rule, fixed_tau = self.args.temperature_rule, self.args.fixed_tau if self.args.loss.fixed_tau else None
         chunks = []
         with gathered_head(unwrapped.get_output_embeddings()) as (weight, bias):
             for start in range(0, targets.numel(), self.args.teacher_chunk_size):
@@ -174,7 +168,7 @@ class CurioSFTTrainer(SFTTrainer):
                 with self.accelerator.autocast(), record_function("curiosft.teacher_head"):
                     logits = F.linear(hidden[start:end].to(weight.device), weight, bias)  # (chunk, V)
                 with record_function("curiosft.teacher_temperature_and_logprob"):
-                    chunks.append(teacher_gold_logprobs(logits, targets[start:end], **self.args.temperature_kwargs))
+                    chunks.append(teacher_gold_logprobs(logits, targets[start:end], rule, fixed_tau=fixed_tau))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
         return q, tau, entropy
@@ -261,7 +255,6 @@ class CurioSFTTrainer(SFTTrainer):
 
 
 TOKENS_FILE = "curiosft_tokens.json"
-TRL_LOSSES = ("nll", "dft", "label_smoothing")  # run by `SFTTrainer.compute_loss` unchanged
 
 
 def check_supported(args: CurioSFTConfig, model, wraps_peft: bool) -> None:
@@ -269,7 +262,7 @@ def check_supported(args: CurioSFTConfig, model, wraps_peft: bool) -> None:
     from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
     loss = f"sft_loss: `{args.sft_loss}`"
-    if args.sft_loss in TRL_LOSSES:
+    if args.loss.trl_native:
         return
     if args.use_liger_kernel:
         raise ValueError(f"{loss} computes its own token log-probs, which Liger's patched forward does not return; "
@@ -279,7 +272,7 @@ def check_supported(args: CurioSFTConfig, model, wraps_peft: bool) -> None:
         if getattr(parallelism, size, 1) > 1:
             raise ValueError(f"{loss} does not support parallelism_config.{size} > 1: the loss is normalised over "
                              "whole sequences on data-parallel ranks only. Use data parallelism (DDP or DeepSpeed).")
-    if args.sft_loss in TEACHER_LOSSES and is_deepspeed_zero3_enabled():
+    if args.loss.needs_teacher and is_deepspeed_zero3_enabled():
         if wraps_peft:
             raise ValueError(f"{loss} with PEFT under DeepSpeed ZeRO-3 is not supported: the teacher is a deep copy "
                              "of the adapted student, which ZeRO-3 has partitioned. Use ZeRO-2 or no DeepSpeed.")
