@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from curiosft_trl.sft.losses import entropy_guided_temperature, teacher_gold_logprobs
+from curiosft_trl.sft.losses import TemperatureRule, entropy_guided_temperature, teacher_gold_logprobs
 
 HERE = Path(__file__).resolve().parent
 VOCAB = 151_936
@@ -130,7 +130,7 @@ def main() -> None:
 def separate_passes(z: torch.Tensor, y: torch.Tensor, solver: str) -> torch.Tensor:
     """The teacher's numbers as composed before the one-pass head: the rule with its full-vocab entropy, then the gold
     log-prob from a log_softmax at tau."""
-    tau = entropy_guided_temperature(z, solver=solver)
+    tau = entropy_guided_temperature(z, TemperatureRule(temperature_solver=solver))
     return torch.log_softmax(z / tau.unsqueeze(-1), dim=-1).gather(-1, y.unsqueeze(-1))
 
 
