@@ -1,5 +1,6 @@
-"""`make study` (curiosft-study): the recipe's fairness checks, the verdict rules, and a reduced study end to end on an
-untrained tiny model (one seed, a few steps): the report's structure, not its verdicts."""
+"""`make study` (curiosft-study): the recipe's fairness checks, the one schema that claims and study share, the verdict
+rules, the report's sections by stage, and a reduced study end to end on an untrained tiny model (one seed, a few
+steps): the report's structure, not its verdicts."""
 
 import json
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from curiosft_trl.errors import RecipeError
-from curiosft_trl.study.config import load_study_config
+from curiosft_trl.study.config import CLAIMS_STAGES, STUDY_STAGES, StudyConfig, load_study_config
 from curiosft_trl.study.report import study_verdicts
 from curiosft_trl.study.stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, mean_ci
 
@@ -46,6 +47,75 @@ def test_seeds_and_arms_come_from_the_recipe_or_the_command_line():
     cfg = load_study_config(str(ROOT / "recipes" / "tiny" / "study.yaml"))
     assert [(a.name, a.seeds) for a in cfg.selected(None, None)] == [("nll", [1, 2, 3]), ("curiosft", [1, 2, 3])]
     assert [a.seeds for a in cfg.selected("all", [4])] == [[4]] * 6
+
+
+def test_a_claims_recipe_and_a_study_recipe_are_one_schema_whose_stages_say_what_runs(tmp_path):
+    claims = load_study_config(str(ROOT / "recipes" / "tiny" / "claims.yaml"))
+    study = load_study_config(str(ROOT / "recipes" / "tiny" / "study.yaml"))
+    assert type(claims) is type(study) is StudyConfig
+    assert (claims.stages, study.stages) == (CLAIMS_STAGES, STUDY_STAGES) == (["split", "sft", "score"],
+                                                                              ["sft", "grpo", "eval", "score"])
+    assert claims.rl_recipe is None and study.dataset_name is None
+    assert claims.arms["nll"].seeds == [1, 2, 3] and claims.arms["entropy_reg_small"].seeds == [1, 2]  # each arm's
+
+    def recipe(name: str, **changes) -> str:
+        raw = yaml.safe_load((ROOT / "recipes" / "tiny" / f"{name}.yaml").read_text())
+        path = tmp_path / f"{name}-{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(yaml.safe_dump({k: v for k, v in {**raw, **changes}.items() if v is not None}))
+        return str(path)
+
+    # a recipe without `stages:` runs the command's: curiosft-claims passes CLAIMS_STAGES
+    assert load_study_config(recipe("claims", stages=None), default_stages=CLAIMS_STAGES).stages == CLAIMS_STAGES
+    for changes, message in [({"stages": None}, "stages: expected"), ({"stages": ["score", "sft"]}, "stages: expected"),
+                             ({"stages": ["sft", "grpo", "score"]}, "stages: expected"),
+                             ({"rl_recipe": "recipes/tiny/grpo.yaml"}, "rl_recipe belong to the `grpo` stage")]:
+        with pytest.raises(RecipeError, match="claims-") as e:
+            load_study_config(recipe("claims", **changes))
+        assert message in str(e.value)
+    with pytest.raises(RecipeError, match="dataset_name belong to the `split` stage"):
+        load_study_config(recipe("study", dataset_name="rows.jsonl"))
+    with pytest.raises(RecipeError, match="`heldout_dataset_name` is required"):  # the held-out rows: no split cuts them
+        load_study_config(recipe("study", heldout_dataset_name=None))
+    # given checkpoints are only scored: a study that runs GRPO trains every arm
+    with pytest.raises(RecipeError, match="arms.nll: checkpoints cannot differ between arms"):
+        load_study_config(recipe("study", arms={"nll": {"sft_loss": "nll", "checkpoints": ["x"]}}))
+
+
+@pytest.mark.parametrize("name", ["claims", "study"])
+def test_the_report_has_the_sections_of_the_stages_that_ran(name, tmp_path):
+    import torch
+
+    from curiosft_trl.study.report import study_report, write_report
+
+    cfg = load_study_config(str(ROOT / "recipes" / "tiny" / f"{name}.yaml"), {"output_dir": str(tmp_path)})
+    arms = cfg.selected("nll,curiosft", [1, 2, 3])
+    runs = {run: dirs for arm in arms for run, dirs in arm.runs(tmp_path, cfg.stages)}
+    base = torch.rand(200, generator=torch.Generator().manual_seed(0)) + 0.01
+    stats = {"base": {"entropy": base, "nll": 2 * base}}
+    for run in runs:  # CurioSFT keeps 1.5x NLL's entropy, every seed a little more
+        entropy = base * (1.5 if run.startswith("curiosft") else 1.0) * (1 + 0.01 * int(run[-1]))
+        stats[run] = {"entropy": entropy, "nll": 2 * entropy}
+    results = None
+    if "eval" in cfg.stages:
+        models = [cfg.base] + [str(d) for dirs in runs.values() for d in dirs.values()]
+        results = {"n_samples": {"tiny": 2}, "models": {m: {"benchmarks": {"tiny": {"avg@2": 0.4 + i / 100,
+                                                                                      "pass@1": 0.4, "pass@2": 0.6}}}
+                                                        for i, m in enumerate(models)}}
+    report = study_report(cfg, arms, stats, {}, None, results, {}, {})
+    write_report(report, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "| arm | seeds | H | NLL | H q1 |" in text and "| curiosft | 3 |" in text  # `score`: the entropy tables
+    assert report["verdicts"]["claim_1"] == HOLDS and report["stages"] == cfg.stages
+    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    if name == "claims":  # SFT alone: a run's numbers unkeyed, claims 1-2
+        assert set(report["verdicts"]) == {"claim_1", "claim_2"} and "benchmark" not in report
+        assert report["runs"]["nll-seed1"]["entropy"] > 0 and report["arms"]["curiosft"]["entropy"]["n"] == 3
+        assert "GRPO" not in text and pngs == ["entropy_by_bucket.png"]
+    else:  # `grpo` and `eval`: keyed by checkpoint, the accuracy tables, claims 1-5
+        assert set(report["verdicts"]) == {f"claim_{i}" for i in range(1, 6)} and report["ks"] == [1, 2]
+        assert set(report["runs"]["nll-seed1"]) == {"sft", "grpo"} and report["arms"]["curiosft"]["sft"]["entropy"]["n"] == 3
+        assert "| arm | seeds | SFT avg@2 |" in text and "**Claim 5**" in text
+        assert pngs == ["entropy_by_bucket.png", "grpo_reward.png", "pass_at_k.png"]
 
 
 def _diff(entropy, forks, concentration, sft_avg, sft_pass, grpo_avg):

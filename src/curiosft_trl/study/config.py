@@ -104,15 +104,14 @@ def load_study_config(path: str, overrides: dict | None = None, default_stages: 
     for key in ("max_length", "train_rows", "heldout_rows", "buckets", "eval_batch_size"):
         if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1):
             raise RecipeError(f"{path}: {key}: expected a positive integer, got {raw[key]!r}.")
-    shared = {"sft": check_shared(path, "sft", raw.get("sft"), OWNED | (OWNED_BY_SPLIT if "split" in stages else set())),
-              "rl": check_shared(path, "rl", raw.get("rl"), OWNED), "eval": check_shared(path, "eval", raw.get("eval"),
-                                                                                          OWNED_EVAL)}
+    owned = {"sft": OWNED | (OWNED_BY_SPLIT if "split" in stages else set()), "rl": OWNED, "eval": OWNED_EVAL}
+    shared = {key: check_shared(path, key, raw.get(key), keys) for key, keys in owned.items()}
     seeds = raw.get("seeds")
     if seeds is not None:
         check_distinct(f"{path}: seeds", seeds, int)
-    arms = {name: arm_of(path, name, spec, seeds) for name, spec in
-            parse_arms(path, raw["arms"], ({"seeds"} if seeds is None else set())
-                       | ({"checkpoints"} if "grpo" not in stages else set())).items()}
+    # an arm's own seeds where the recipe gives none for all; given checkpoints where nothing trains after SFT
+    extra = ({"seeds"} if seeds is None else set()) | ({"checkpoints"} if "grpo" not in stages else set())
+    arms = {name: arm_of(path, name, spec, seeds) for name, spec in parse_arms(path, raw["arms"], extra).items()}
     default_arms = raw.get("default_arms") or list(arms)
     missing = [a for a in default_arms if a not in arms]
     if missing:
@@ -145,7 +144,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def checkpoint_arms(items: list[str]) -> dict[str, dict]:
-    """`["nll=a", "nll=b", "curiosft=c"]` (a `--checkpoints` flag) -> arms `{"nll": {"checkpoints": ["a", "b"]}, ...}`."""
+    """`["nll=a", "nll=b", "curiosft=c"]` (`--checkpoints`) -> arms `{"nll": {"checkpoints": ["a", "b"]}, ...}`."""
     arms: dict[str, dict] = {}
     for item in items:
         name, sep, path = item.partition("=")

@@ -115,8 +115,8 @@ def entropy_pairs(arm: list[dict], ref: list[dict]) -> dict:
     n = len(arm[0]["entropy_by_bucket"])
     return {
         "entropy": paired_ci([x["entropy"] for x in arm], [y["entropy"] for y in ref]),
-        "entropy_by_bucket": [paired_ci([x["entropy_by_bucket"][b] for x in arm], [y["entropy_by_bucket"][b] for y in ref])
-                              for b in range(n)],
+        "entropy_by_bucket": [paired_ci([x["entropy_by_bucket"][b] for x in arm],
+                                        [y["entropy_by_bucket"][b] for y in ref]) for b in range(n)],
         "log_ratio_by_bucket": [mean_ci([log_ratio(x, y, b) for x, y in zip(arm, ref)]) for b in range(n)],
         "forks_vs_determined": mean_ci([log_ratio(x, y, n - 1) - log_ratio(x, y, 0) for x, y in zip(arm, ref)]),
     }
@@ -310,13 +310,13 @@ def entropy_tables(report: dict) -> list[str]:
 def accuracy_tables(report: dict) -> list[str]:
     n, stages = report["n_samples"], ("sft", "grpo")
     base = report["runs"]["base"]["sft"]
-    lines = [f"| arm | seeds | SFT avg@{n} | SFT pass@1 | SFT pass@{n} | GRPO avg@{n} | GRPO pass@1 | GRPO pass@{n} |",
-             "|" + "---|" * 8,
-             f"| base | - | {100 * base['avg']:.1f} | {100 * base['pass'][1]:.1f} | {100 * base['pass'][n]:.1f} | | | |"]
+    heads = " | ".join(f"{stage} {m}" for stage in ("SFT", "GRPO") for m in (f"avg@{n}", "pass@1", f"pass@{n}"))
+    lines = [f"| arm | seeds | {heads} |", "|" + "---|" * 8,
+             f"| base | - | {100 * base['avg']:.1f} | {100 * base['pass'][1]:.1f} | {100 * base['pass'][n]:.1f} "
+             "| | | |"]
     for name, a in report["arms"].items():
-        s, g = a["sft"], a["grpo"]
-        lines.append(f"| {name} | {len(a['seeds'])} | {_pct(s['avg'])} | {_pct(s['pass'][1])} | {_pct(s['pass'][n])} "
-                     f"| {_pct(g['avg'])} | {_pct(g['pass'][1])} | {_pct(g['pass'][n])} |")
+        cells = [a[stage][key] if key == "avg" else a[stage]["pass"][key] for stage in stages for key in ("avg", 1, n)]
+        lines.append(f"| {name} | {len(a['seeds'])} | " + " | ".join(_pct(c) for c in cells) + " |")
     if report["levels"]:
         lines += ["", f"avg@{n} by level after GRPO (%):", "",
                   "| arm | " + " | ".join(f"level {lvl}" for lvl in report["levels"]) + " |",
@@ -423,7 +423,8 @@ def plots(report: dict, out: Path) -> list[str]:
         if curve:
             ax.plot([s for s, _ in curve], [r for _, r in curve], label=name, color=colors[name])
     ax.set(xlabel="GRPO step", ylabel="train reward (mean over seeds)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:  # runs that logged no reward draw no curve
+        ax.legend(fontsize=7)
     save(fig, "grpo_reward.png")
     return written
 
