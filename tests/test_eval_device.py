@@ -1,6 +1,6 @@
 """What the evaluation does differently on CPU and GPU, as pure functions of the device."""
 
-from curiosft_trl.evaluation import EvalConfig, harness
+from curiosft_trl.evaluation import EvalConfig, config
 from curiosft_trl.evaluation.generation import default_chunk_size, vllm_environment
 
 
@@ -20,8 +20,8 @@ def test_generation_chunks_are_sized_for_the_device():
 
 
 def test_the_harness_asks_the_device_unless_the_recipe_gives_a_chunk_size(monkeypatch):
-    monkeypatch.setattr(harness, "gpu_memory_gib", lambda: 79.6)
+    monkeypatch.setattr(config, "gpu_memory_gib", lambda: 79.6)
     assert EvalConfig(backend="vllm").generation_chunk_size() == 4096
     assert EvalConfig(backend="vllm", chunk_size=100).generation_chunk_size() == 100
-    monkeypatch.setattr(harness, "gpu_memory_gib", lambda: None)
+    monkeypatch.setattr(config, "gpu_memory_gib", lambda: None)
     assert EvalConfig(backend="vllm").generation_chunk_size() == 64

@@ -14,7 +14,8 @@ import sys
 from ..evaluation.benchmarks import BENCHMARKS, download_benchmark, hub_source, resolve_benchmarks
 from . import run_cli
 
-DOWNLOADABLE = [name for name, b in BENCHMARKS.items() if b.hub_id is not None]  # the others: their `made_by` writes them
+# Those with a hub copy; the others' files are written by the command their `made_by` names
+DOWNLOADABLE = [name for name, b in BENCHMARKS.items() if b.hub_id is not None]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,7 +121,8 @@ def read_registry(path: str | Path, base: Registry | None = None, builtin: bool 
 
 def _check_new_name(path: Path, section: str, name, registry: Registry) -> None:
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise DataError(f"{path}: {section}.{name}: a name is letters, digits, `_`, `.` and `-` (it names cache files).")
+        raise DataError(f"{path}: {section}.{name}: a name is letters, digits, `_`, `.` and `-` (it names cache "
+                        "files).")
     if name in registry.benchmarks or name in registry.suites:
         kind = "benchmark" if name in registry.benchmarks else "suite"
         raise DataError(f"{path}: {section}.{name}: already a {kind}; choose another name.")
@@ -326,7 +327,7 @@ def load_benchmark(
             raise DataError(f"{benchmark.name}: data file {path} not found.{missing_file_hint(benchmark, data_dir)}")
         sha = file_sha256(path)
         raw, source = read_jsonl(path), f"{path} sha256:{sha}"
-        if benchmark.columns:
+        if benchmark.columns and benchmark.hub_id is None:  # a hub copy's local file is in our schema (`make data`)
             raw = [column_row(benchmark, r, i) for i, r in enumerate(raw)]
         entry = read_sources(data_dir).get(benchmark.name, {})
         if entry.get("sha256") == sha:

@@ -218,6 +218,8 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model: str, *, seed: int, dtype: str = "auto", batch_size: int = 64) -> None:
+        # transformers (and vLLM, above) are imported when a backend is built: seconds that the vLLM backend, or a
+        # run stopped by a bad config, does not pay
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(model)

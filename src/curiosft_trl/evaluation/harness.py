@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -212,7 +212,8 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
     hists = {}
     out = Path(config.output_dir)
     for model in config.model_name_or_paths:
-        from transformers import AutoTokenizer  # here: importing transformers takes seconds, not needed for a bad config
+        # Imported here: transformers takes seconds to import, which a bad config should not wait for
+        from transformers import AutoTokenizer
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(model)

@@ -29,7 +29,8 @@ def read_references(path: str | Path = REFERENCE_FILE) -> dict[str, dict]:
     for name, ref in raw.items():
         where = f"{path}: {name}"
         if not isinstance(ref, dict) or not isinstance(ref.get("models"), dict) or set(ref) - REFERENCE_KEYS:
-            raise DataError(f"{where}: expected a mapping with `models` and some of {', '.join(sorted(REFERENCE_KEYS))}.")
+            raise DataError(f"{where}: expected a mapping with `models` and some of "
+                            f"{', '.join(sorted(REFERENCE_KEYS))}.")
         for model, entry in ref["models"].items():
             at = f"{where}.models.{model}"
             if not isinstance(entry, dict) or set(entry) - MODEL_KEYS:

@@ -65,7 +65,8 @@ def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
     for title, kind, key in columns:
         header.append(title)
         for model, r in models.items():
-            ours = r["averages"].get(key) if kind == "averages" else r["benchmarks"][key][f"avg@{results['n_samples'][key]}"]
+            ours = r["averages"].get(key) if kind == "averages" else \
+                r["benchmarks"][key][f"avg@{results['n_samples'][key]}"]
             cells[model].append(_pct(ours))
         theirs = {m: ref["models"].get(m, {}).get(kind, {}).get(key) for m in models}
         if any(v is not None for v in theirs.values()):
