@@ -191,7 +191,8 @@ def test_the_config_chooses_the_solver(tmp_path):
 def test_the_configs_defaults_are_the_rules_and_every_rule_field_is_a_recipe_key(tmp_path):
     from curiosft_trl.sft.config import CurioSFTConfig
 
-    assert CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none").temperature_rule == TemperatureRule()
+    default = CurioSFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    assert default.temperature_rule == TemperatureRule()
     changed = dict(tau_min=0.9, tau_max=2.0, temperature_top_k=64, entropy_pivot=0.7, entropy_slope=3.0,
                    max_entropy_increment=0.25, low_entropy_threshold=0.1, temperature_solver="bisection",
                    num_bisection_iterations=30)

@@ -84,12 +84,13 @@ def test_a_loss_added_to_the_registry_runs_with_no_other_change(tiny_model_dir, 
     trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="scaled_nll", entropy_coef=0.5)
     assert trainer.teacher_model is None
     batch = _a_batch(trainer)
+    trainer.model.eval()
     with torch.no_grad():
         loss = trainer.compute_loss(trainer.model, dict(batch))
         outputs = trainer.model(**batch, use_cache=False, fused_lm_head=True)
     nll = -(outputs.log_probs * outputs.label_mask).sum() / outputs.label_mask.sum()
     assert loss.item() == pytest.approx(0.5 * nll.item(), rel=1e-6)
-    assert trainer._metrics["train"]["entropy_bonus_frac"] == [0.0]
+    assert trainer._metrics["eval"]["entropy_bonus_frac"] == [0.0]
 
 
 class Recorder(TrainerCallback):

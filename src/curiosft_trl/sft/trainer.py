@@ -32,11 +32,11 @@ class CurioSFTTrainer(SFTTrainer):
     """[`~trl.SFTTrainer`] whose loss is chosen by `args.sft_loss`, run as its entry in `losses.LOSSES` says.
 
     For a loss that `needs_teacher` (`curiosft`, `curiosft_fixed_tau`) the teacher is a separate frozen copy of the
-    model, loaded from the same
-    checkpoint (or copied from the model instance), prepared for DeepSpeed like TRL prepares GKD's teacher, synced
-    on the student's trainable parameters by TRL's `SyncRefModelCallback` (`TeacherSyncCallback`), and saved with
-    every checkpoint. With a `peft_config`, the teacher is a copy of the student as PEFT wrapped it, adapters
-    included: at step 0 the adapters are the identity (LoRA's B is zero), so the teacher is the initial model.
+    model, loaded from the same checkpoint (or copied from the model instance), prepared for DeepSpeed like TRL
+    prepares GKD's teacher, synced on the student's trainable parameters by TRL's `SyncRefModelCallback`
+    (`TeacherSyncCallback`), and saved with every checkpoint. With a `peft_config`, the teacher is a copy of the
+    student as PEFT wrapped it, adapters included: at step 0 the adapters are the identity (LoRA's B is zero), so the
+    teacher is the initial model. A loss that distils without a copy (`curiosft_live_teacher`) reads the live model.
     """
 
     _tag_names = ["trl", "sft", "curiosft"]
@@ -160,7 +160,8 @@ class CurioSFTTrainer(SFTTrainer):
         mask = labels != IGNORE_INDEX
         hidden, targets = hidden[:, :-1][mask], labels[mask]  # (N, H), (N,)
         q, tau, entropy = (torch.zeros(mask.shape, dtype=torch.float32, device=mask.device) for _ in range(3))
-        rule, fixed_tau = self.args.temperature_rule, self.args.fixed_tau if self.args.loss.fixed_tau else None
+        rule = self.args.temperature_rule
+        fixed_tau = self.args.fixed_tau if self.args.loss.fixed_tau else None
         chunks = []
         with gathered_head(unwrapped.get_output_embeddings()) as (weight, bias):
             for start in range(0, targets.numel(), self.args.teacher_chunk_size):
