@@ -9,7 +9,8 @@ lines rewrites it without them, atomically. Entries whose prompt hash no longer 
 system prompt changed) are ignored and regenerated.
 
 Data-parallel workers (`parallel.py`) each write a part file beside the cache, `<cache name>.part-<replica>.jsonl`,
-in the same format; `merge_parts` folds them into the cache.
+in the same format; `merge_parts` folds them into the cache. `generate_missing` fills caches: it generates the
+samples they lack, chunk by chunk, appending each chunk before the next.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import NamedTuple
 
+from tqdm.auto import tqdm
+
 from ..files import atomic_write_text
-from .generation import Sample
+from .generation import Sample, SamplingConfig
 
 
 class Job(NamedTuple):
@@ -143,3 +146,22 @@ class GenerationCache:
             f.flush()
             os.fsync(f.fileno())
         self._needs_newline = False
+
+
+def generate_missing(backend, work: list[tuple[GenerationCache, Job]], sampling: SamplingConfig, chunk_size: int,
+                     desc: str = "generate") -> None:
+    """Generate `work` = [(cache, job)] in order, `chunk_size` samples per `backend.generate` call (a chunk may span
+    benchmarks), appending each chunk's samples to their caches before the next call. The evaluation's process
+    calls it, or each data-parallel worker with its share (`parallel.py`)."""
+    with tqdm(total=len(work), desc=desc, unit="sample", leave=False, disable=len(work) < 64) as bar:
+        for start in range(0, len(work), chunk_size):
+            chunk = work[start : start + chunk_size]
+            samples = backend.generate([job.prompt for _, job in chunk], [job.seed for _, job in chunk], sampling)
+            by_cache: dict[int, tuple[GenerationCache, list[Job], list[Sample]]] = {}
+            for (cache, job), sample in zip(chunk, samples):
+                entry = by_cache.setdefault(id(cache), (cache, [], []))
+                entry[1].append(job)
+                entry[2].append(sample)
+            for cache, jobs, chunk_samples in by_cache.values():
+                cache.append(jobs, chunk_samples)
+            bar.update(len(chunk))

@@ -18,14 +18,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-if TYPE_CHECKING:  # cache.py imports this module (for `Sample`)
-    from .cache import GenerationCache, Job
 
 # Token entropies are also summarised as a fixed-bin histogram per sample, so that the report can draw the
 # token-level distribution without storing one float per generated token.
@@ -265,21 +260,3 @@ def build_backend(name: str, model: str, **kwargs):
         return TransformersBackend(model, **{k: v for k, v in kwargs.items() if k in keep})
     raise ValueError(f"backend must be 'vllm' or 'transformers', got {name!r}")
 
-
-def generate_missing(backend, work: list[tuple[GenerationCache, Job]], sampling: SamplingConfig, chunk_size: int,
-                     desc: str = "generate") -> None:
-    """Generate `work` = [(cache, job)] in order, `chunk_size` samples per `backend.generate` call (a chunk may span
-    benchmarks), appending each chunk's samples to their caches before the next call. The evaluation's process
-    calls it, or each data-parallel worker with its share (`parallel.py`)."""
-    with tqdm(total=len(work), desc=desc, unit="sample", leave=False, disable=len(work) < 64) as bar:
-        for start in range(0, len(work), chunk_size):
-            chunk = work[start : start + chunk_size]
-            samples = backend.generate([job.prompt for _, job in chunk], [job.seed for _, job in chunk], sampling)
-            by_cache: dict[int, tuple[GenerationCache, list[Job], list[Sample]]] = {}
-            for (cache, job), sample in zip(chunk, samples):
-                entry = by_cache.setdefault(id(cache), (cache, [], []))
-                entry[1].append(job)
-                entry[2].append(sample)
-            for cache, jobs, chunk_samples in by_cache.values():
-                cache.append(jobs, chunk_samples)
-            bar.update(len(chunk))

@@ -33,9 +33,9 @@ from ..files import atomic_write_text, model_key, short_hash
 from ..gguf_import import gguf_source
 from . import parallel, report
 from .benchmarks import Benchmark, load_benchmark, resolve_benchmarks
-from .cache import GenerationCache, Job
+from .cache import GenerationCache, Job, generate_missing
 from .config import EvalConfig
-from .generation import build_backend, generate_missing
+from .generation import build_backend
 from .lock import output_lock
 from .metrics import benchmark_metrics, group_averages, pass_at_k
 from .reference import reference_numbers

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from ..errors import RecipeError
 from ..files import atomic_write_text, model_key
-from .cache import GenerationCache, Job
+from .cache import GenerationCache, Job, generate_missing
 from .config import EvalConfig
-from .generation import build_backend, generate_missing
+from .generation import build_backend
 
 
 def assign_replicas(pairs: list[tuple[str, str]], n: int) -> dict[tuple[str, str], int]:
