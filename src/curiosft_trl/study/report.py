@@ -179,8 +179,8 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
     unread = any(s.get("short_branch", 0) is None for run in per_run.values() for s in run.values())
     skip = frozenset({"reward_curve", *(["short_branch"] if unread else [])})
     # runs pair across arms by seed; given checkpoints pair by their position in the list
-    by_key = {arm.name: dict(zip([("seed", s) for s in arm.seeds] or [("checkpoint", i) for i in
-                                                                     range(len(arm.checkpoints))],
+    by_key = {arm.name: dict(zip([("seed", s) for s in arm.seeds] or [("checkpoint", i) for i, _ in
+                                                                     enumerate(arm.checkpoints)],
                                  [per_run[name] for name, _ in arm_runs[arm.name]])) for arm in arms}
     per_arm = {}
     for arm in arms:
@@ -206,16 +206,15 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
 
     vs_reference = {arm.name: paired(arm.name, REFERENCE) for arm in arms if arm.name != REFERENCE}
     vs_reference = {k: v for k, v in vs_reference.items() if v}
-    recipes = {"sft": cfg.sft_recipe, "rl": cfg.rl_recipe, "eval": cfg.eval_recipe}
+    recipes = {k: v for k, v in (("sft", cfg.sft_recipe), ("rl", cfg.rl_recipe), ("eval", cfg.eval_recipe)) if v}
+    bucket_info = [{"base_entropy_min": base_entropy[buckets == b].min().item(),
+                    "base_entropy_max": base_entropy[buckets == b].max().item(),
+                    "tokens": int((buckets == b).sum())} for b in range(n)]
     report = {
-        "base": cfg.base, "gguf_source": gguf_source(cfg.base), "stages": cfg.stages,
-        "recipes": {k: v for k, v in recipes.items() if v}, "shared": {k: getattr(cfg, k) for k in recipes if
-                                                                       recipes[k]},
-        "sft_recipe": cfg.sft_recipe, "sft": cfg.sft, "buckets": [
-            {"base_entropy_min": base_entropy[buckets == b].min().item(),
-             "base_entropy_max": base_entropy[buckets == b].max().item(), "tokens": int((buckets == b).sum())}
-            for b in range(n)],
-        "tokens": len(base_entropy), "runs": per_run, "arms": per_arm, "paired": vs_reference, "timings_s": timings,
+        "base": cfg.base, "gguf_source": gguf_source(cfg.base), "stages": cfg.stages, "recipes": recipes,
+        "shared": {k: getattr(cfg, k) for k in recipes}, "sft_recipe": cfg.sft_recipe, "sft": cfg.sft,
+        "buckets": bucket_info, "tokens": len(base_entropy), "runs": per_run, "arms": per_arm, "paired": vs_reference,
+        "timings_s": timings,
     }
     if split:
         report["split"] = split
