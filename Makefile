@@ -100,7 +100,7 @@ study: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
 # Every benchmark at its pinned hub revision, in the layout `data_dir:` reads (offline evaluation; GPQA: HF_TOKEN)
 DATA_DIR ?= outputs/benchmarks
 data: install
-	$(BIN)/curiosft-data --output_dir $(DATA_DIR) $(if $(SUITE),--benchmarks $(SUITE))
+	$(BIN)/curiosft-data --output_dir $(DATA_DIR) $(if $(SUITE),--benchmarks $(SUITE)) $(ARGS)
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q

@@ -85,3 +85,15 @@ def test_the_sft_cli_prints_one_line_for_a_repeated_key(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {path}: line 2, column 1 is not valid YAML (`output_dir` "
                                                   "is given twice (first on line 1))."]
+
+
+def test_a_model_that_is_not_a_causal_lm_is_refused_before_it_loads(tmp_path):
+    from transformers import T5Config
+
+    from curiosft_trl.recipe import check_model_path
+
+    folder = tmp_path / "t5"
+    T5Config(d_model=8, d_ff=8, num_layers=1, num_heads=1, d_kv=8, vocab_size=32).save_pretrained(folder)
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(RecipeError, match=r"is a t5 model \(.*\), not a causal language model"):
+        check_model_path(str(folder))

@@ -29,7 +29,7 @@ _EXPORTS = {
     "load_rl_dataset": "curiosft_trl.rl.data",
     "think_accuracy_reward": "curiosft_trl.rl.rewards",
     # evaluation
-    "EvalConfig": "curiosft_trl.evaluation.harness",
+    "EvalConfig": "curiosft_trl.evaluation.config",
     "evaluate": "curiosft_trl.evaluation.harness",
 }
 

@@ -127,7 +127,7 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
 
 def check_model_path(model_name_or_path: str | None) -> None:
     """Fail before training starts if the model cannot be loaded, naming the path."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if not model_name_or_path:
         raise RecipeError("model_name_or_path is required (a hub id or a local model directory).")
@@ -137,12 +137,17 @@ def check_model_path(model_name_or_path: str | None) -> None:
     if path.is_file():
         raise RecipeError(f"model_name_or_path: {path} is a file; expected a model directory or a hub id.")
     try:
-        AutoConfig.from_pretrained(model_name_or_path)
+        config = AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as e:
         builds_it = not path.exists() and path.parts[:2] == ("outputs", "tiny")
         hint = " Run `make tiny` to build the tiny default." if builds_it else ""
         reason = str(e).splitlines()[0].rstrip(".")
         raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {reason}.{hint}") from None
+    custom_causal = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})  # a repository's own code
+    if type(config) not in AutoModelForCausalLM._model_mapping and not custom_causal:
+        raise RecipeError(f"model_name_or_path: `{model_name_or_path}` is a {config.model_type} model "
+                          f"({', '.join(config.architectures or [type(config).__name__])}), not a causal language "
+                          "model; the SFT and GRPO stages train decoder-only LMs (AutoModelForCausalLM).")
 
 
 def check_sft_checkpoint(model_name_or_path: str | None) -> None:

@@ -181,7 +181,7 @@ def check_stage_recipes(cfg: StudyConfig) -> None:
         parse((RLScriptArguments, GRPOConfig, ModelConfig), cfg.rl_recipe, cfg.rl, "rl")
     if "eval" in cfg.stages:
         (evaluation,) = parse((EvalConfig,), cfg.eval_recipe, cfg.eval, "eval", on_cpu=False)
-        benchmarks = resolve_benchmarks(evaluation.benchmarks)
+        benchmarks = resolve_benchmarks(evaluation.benchmarks, evaluation.benchmark_files)
         if len(benchmarks) != 1:
             raise RecipeError(f"{cfg.eval_recipe}: benchmarks: a study evaluates one benchmark, got "
                               f"{', '.join(b.name for b in benchmarks)}.")
