@@ -19,7 +19,7 @@ from curiosft_trl.cli.eval import main as eval_main
 from curiosft_trl.errors import RecipeError
 from curiosft_trl.evaluation import EvalConfig, evaluate
 from curiosft_trl.evaluation.generation import ENTROPY_BINS, Sample
-from curiosft_trl.evaluation.lock import LOCK_FILE, output_lock
+from curiosft_trl.lock import LOCK_FILE, output_lock
 from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_data
 
 
@@ -55,7 +55,7 @@ class FakeBackend:
 def hold_lock_in_a_process(out, then: str = "time.sleep(600)") -> subprocess.Popen:
     """A process that takes `out`'s lock as an evaluation does, says `locked`, then runs `then`."""
     script = "\n".join(["import os, subprocess, sys, time",
-                        "from curiosft_trl.evaluation.lock import output_lock",
+                        "from curiosft_trl.lock import output_lock",
                         "lock = output_lock(sys.argv[1])",  # kept: a collected context manager releases
                         "fd = lock.__enter__()",
                         "print('locked', flush=True)",
@@ -171,7 +171,7 @@ def test_a_file_system_without_locks_evaluates_unlocked_with_a_warning(tmp_path,
         assert fd is None
     (warning,) = capsys.readouterr().err.strip().splitlines()
     assert warning.startswith(f"warning: {tmp_path / 'out' / LOCK_FILE}: this file system cannot lock files (No "
-                              "locks available); evaluating without the output folder lock")
+                              "locks available); running without the output folder lock")
 
 
 def test_data_parallel_workers_inherit_the_lock_and_never_wait_for_it(tiny_model_dir, tiny_data, tmp_path, monkeypatch):

@@ -66,3 +66,54 @@ def test_a_grpo_reward_that_returns_nan_stops_the_run_naming_it(tmp_path, monkey
     with pytest.raises(RecipeError, match=r"reward_funcs: `reward` returned no finite reward"):
         rl_main(["--config", str(recipe)])
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def sft_recipe(tmp_path, model_dir, data_file, name="sft", **fields):
+    recipe = dict(model_name_or_path=str(model_dir), dataset_name=str(data_file), output_dir=str(tmp_path / "out"),
+                  sft_loss="curiosft", max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+                  save_strategy="steps", save_steps=1, report_to="none", use_cpu=True, logging_steps=1, seed=0,
+                  system_prompt="s")
+    recipe.update(fields)
+    return write(tmp_path, name, **recipe)
+
+
+def test_a_rerun_or_resume_with_other_settings_is_refused_naming_them(tmp_path, tiny_model_dir, tiny_sft_file):
+    sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file))])
+    weights = (tmp_path / "out" / "model.safetensors").read_bytes()
+    other = sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file, "other", sft_loss="nll", learning_rate=1e-4)
+    with pytest.raises(RecipeError, match=r"holds a run with other settings \(learning_rate: 0\.001 -> 0\.0001; "
+                                          r"sft_loss: 'curiosft' -> 'nll'\).*--fresh_start"):
+        sft_main(["--config", str(other)])
+    # a resume of the interrupted run with other settings is refused the same way, before the model loads
+    (tmp_path / "out" / "model.safetensors").unlink()
+    with pytest.raises(RecipeError, match="other settings"):
+        sft_main(["--config", str(other), "--max_steps", "3"])
+    # raising max_steps is not another run; a fresh start sets the old run aside and records the new settings
+    sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)), "--max_steps", "3"])
+    sft_main(["--config", str(other), "--fresh_start", "true"])
+    assert any(p.name.startswith("previous-") for p in (tmp_path / "out").iterdir())
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() != weights
+
+
+def test_a_second_training_into_the_same_folder_stops_naming_the_first(tmp_path, tiny_model_dir, tiny_sft_file):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    script = ("import sys, time\nfrom curiosft_trl.training import training_lock\n"
+              "lock = training_lock(sys.argv[1])\nlock.__enter__()\nprint('locked', flush=True)\ntime.sleep(600)\n")
+    first = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "RANK": "0"})
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        recipe = sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)
+        with pytest.raises(RecipeError, match=rf"output_dir: {out} is in use by another training run \(pid "
+                                              rf"{first.pid} on host .*lock file {out / 'training.lock'}\)"):
+            sft_main(["--config", str(recipe)])
+        assert not (out / "model.safetensors").exists()
+    finally:
+        first.kill()  # however the holder dies, the kernel drops its lock
+        first.wait()
+    sft_main(["--config", str(recipe)])
+    assert (out / "model.safetensors").exists() and not (out / "training.lock").exists()

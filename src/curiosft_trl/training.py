@@ -2,12 +2,19 @@
 newest complete checkpoint (teacher included), a finished run left alone, a fresh start that sets the old run aside.
 
     check_counts(args); check_training_output(args.output_dir)      # before anything loads
-    if finished_run(args, fresh_start): return                      # a finished run is not trained again
-    trainer = ...; train_and_save(trainer, args, fresh_start)       # resume, train, save the model, then the state
+    with training_lock(args.output_dir):                            # one training at a time in output_dir
+        check_settings(args.output_dir, settings, fresh_start)      # a resume with other settings is refused
+        if finished_run(args, fresh_start): return                  # a finished run is not trained again
+        trainer = ...; train_and_save(trainer, args, fresh_start, settings)  # resume, train, save model, then state
 """
 
+import dataclasses
+import json
 import math
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -15,6 +22,8 @@ from transformers import TrainerCallback
 
 from .checkpoints import check_resumable, finished_step, newest_complete_checkpoint
 from .errors import RecipeError, RunError, check_output_dir
+from .files import atomic_write_text
+from .lock import TRAINING_LOCK_FILE, output_lock
 
 
 class TrainingDiverged(RunError):
@@ -67,9 +76,75 @@ def check_counts(training_args) -> None:
             raise RecipeError(f"{name}: {getattr(training_args, name)}; expected a positive number.")
 
 
+@contextmanager
+def training_lock(output_dir: str) -> Iterator[None]:
+    """Hold `output_dir/training.lock` for the block (`curiosft_trl.lock`): a second training into the same folder
+    stops with one error line naming this one. Taken by the launch's rank 0 only (`RANK`, as torchrun and accelerate
+    set it): the other ranks of this run write there too and must not wait on it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with output_lock(output_dir, TRAINING_LOCK_FILE, "training run"):
+        yield
+
+
 def check_training_output(output_dir: str) -> None:
     """A training run's `output_dir` is a folder (or can be made), checked before the model loads."""
     check_output_dir(output_dir, "checkpoints and the final model (a new path, or the folder of a run to resume)")
+
+
+SETTINGS_FILE = "training_settings.json"  # in output_dir: the settings that define the run it holds
+# What makes two runs different runs: the model, the data, the objective and the optimisation. Resuming one with any of
+# these changed would silently mix two experiments. `max_steps`/`num_train_epochs` may change (to continue a finished
+# run), and so may logging, saving and speed settings.
+DEFINING_KEYS = (
+    "model_name_or_path", "model_revision", "dtype", "dataset_name", "dataset_config", "dataset_train_split",
+    "max_train_samples", "system_prompt", "chat_template_path", "eos_token", "seed", "learning_rate",
+    "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1",
+    "adam_beta2", "max_grad_norm", "optim", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "max_length", "packing", "completion_only_loss", "assistant_only_loss", "loss_type",
+    # GRPO
+    "reward_funcs", "reward_weights", "beta", "num_generations", "temperature", "top_p", "max_completion_length",
+    "epsilon", "scale_rewards",
+)
+NOT_DEFINING = {"teacher_chunk_size", "fresh_start"}  # fields of ours that change how a run runs, not what it computes
+
+
+def run_settings(*arg_groups) -> dict:
+    """The settings that define a run, from its parsed argument dataclasses (script, training, model): every
+    `DEFINING_KEYS` field they have, and every field our own config classes add to TRL's (the loss and its
+    constants), as JSON values."""
+    settings = {}
+    for args in arg_groups:
+        names = {f.name for f in dataclasses.fields(args)}
+        if type(args).__module__.startswith("curiosft_trl."):
+            parent = {f.name for f in dataclasses.fields(type(args).__mro__[1])}
+            names_own = names - parent - NOT_DEFINING
+        else:
+            names_own = set()
+        for name in sorted(names & set(DEFINING_KEYS) | names_own):
+            settings[name] = json.loads(json.dumps(getattr(args, name), default=str))
+    return settings
+
+
+def check_settings(output_dir: str, settings: dict, fresh_start: bool) -> None:
+    """Refuse to resume or rerun the run in `output_dir` with settings other than those it was started with, naming
+    each key that differs; checked before the model loads. `--fresh_start` sets the old run aside instead."""
+    path = Path(output_dir) / SETTINGS_FILE
+    if fresh_start or not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise RecipeError(f"output_dir: {path} is not valid JSON; delete it to accept the current settings, or pass "
+                          "--fresh_start.") from None
+    differ = [k for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
+    if differ:
+        changes = "; ".join(f"{k}: {recorded.get(k)!r} -> {settings.get(k)!r}" for k in differ[:10])
+        more = f" (and {len(differ) - 10} more)" if len(differ) > 10 else ""
+        raise RecipeError(f"output_dir: {output_dir} holds a run with other settings ({changes}{more}); resuming "
+                          "it would mix two runs. Pass --fresh_start to set it aside and start again, or choose "
+                          "another output_dir.")
 
 
 def finished_run(training_args, fresh_start: bool) -> bool:
@@ -135,7 +210,7 @@ def set_aside_previous_run(trainer, output_dir: str) -> None:
     run or take it for finished."""
     folder = Path(output_dir)
     if trainer.accelerator.is_main_process and folder.is_dir():
-        old = [p for p in folder.iterdir() if not p.name.startswith("previous-")]
+        old = [p for p in folder.iterdir() if not p.name.startswith("previous-") and p.name != TRAINING_LOCK_FILE]
         if old:
             aside = folder / time.strftime("previous-%Y%m%d-%H%M%S")
             aside.mkdir()
@@ -146,13 +221,16 @@ def set_aside_previous_run(trainer, output_dir: str) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def train_and_save(trainer, training_args, fresh_start: bool) -> None:
+def train_and_save(trainer, training_args, fresh_start: bool, settings: dict | None = None) -> None:
     """Train (resuming from the newest complete checkpoint unless `fresh_start`), then save the final model and,
-    last, the trainer state that marks the run finished. A run that diverges stops with `TrainingDiverged` and saves
+    last, the trainer state that marks the run finished; `settings` (`run_settings`) are recorded in `output_dir` for
+    `check_settings` to compare a later resume against. A run that diverges stops with `TrainingDiverged` and saves
     nothing from that step on (`DivergenceGuard`)."""
     if fresh_start:
         set_aside_previous_run(trainer, training_args.output_dir)
     checkpoint = resume_checkpoint(trainer, training_args, fresh_start)
+    if settings is not None and trainer.accelerator.is_main_process:
+        atomic_write_text(Path(training_args.output_dir) / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
     if checkpoint:
         trainer.accelerator.print(f"Resuming from {checkpoint}")
     trainer.add_callback(DivergenceGuard())

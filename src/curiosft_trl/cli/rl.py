@@ -15,7 +15,16 @@ from ..recipe import check_sft_checkpoint, parse_recipe
 from ..rl.config import RLScriptArguments
 from ..rl.data import load_rl_dataset
 from ..rl.rewards import resolve_reward_funcs
-from ..training import check_counts, check_training_output, finished_run, model_init_kwargs, train_and_save
+from ..training import (
+    check_counts,
+    check_settings,
+    check_training_output,
+    finished_run,
+    model_init_kwargs,
+    run_settings,
+    train_and_save,
+    training_lock,
+)
 from . import run_cli
 
 
@@ -28,6 +37,14 @@ def main(argv: list[str] | None = None) -> None:
     check_counts(training_args)
     check_training_output(training_args.output_dir)
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    with training_lock(training_args.output_dir):
+        train(script_args, training_args, model_args, reward_funcs)
+
+
+def train(script_args, training_args, model_args, reward_funcs) -> None:
+    """The run, once `output_dir` is locked: settings and finished-run checks, then data, model, training."""
+    settings = run_settings(script_args, training_args, model_args)
+    check_settings(training_args.output_dir, settings, script_args.fresh_start)
     if finished_run(training_args, script_args.fresh_start):
         return
     check_sft_checkpoint(model_args.model_name_or_path)
@@ -50,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
-    train_and_save(trainer, training_args, script_args.fresh_start)
+    train_and_save(trainer, training_args, script_args.fresh_start, settings)
 
 
 def cli() -> None:

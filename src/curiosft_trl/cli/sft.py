@@ -12,7 +12,16 @@ from ..errors import RecipeError
 from ..recipe import check_model_path, parse_recipe
 from ..sft.config import CurioSFTConfig, SFTScriptArguments
 from ..sft.data import load_sft_dataset, report_truncation
-from ..training import check_counts, check_training_output, finished_run, model_init_kwargs, train_and_save
+from ..training import (
+    check_counts,
+    check_settings,
+    check_training_output,
+    finished_run,
+    model_init_kwargs,
+    run_settings,
+    train_and_save,
+    training_lock,
+)
 from . import run_cli
 
 
@@ -24,6 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
     check_counts(training_args)
     check_training_output(training_args.output_dir)
+    with training_lock(training_args.output_dir):
+        train(script_args, training_args, model_args)
+
+
+def train(script_args, training_args, model_args) -> None:
+    """The run, once `output_dir` is locked: settings and finished-run checks, then data, model, training."""
+    settings = run_settings(script_args, training_args, model_args)
+    check_settings(training_args.output_dir, settings, script_args.fresh_start)
     if finished_run(training_args, script_args.fresh_start):
         return
     check_model_path(model_args.model_name_or_path)
@@ -46,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         peft_config=get_peft_config(model_args),
     )
     report_truncation(trainer, train_dataset, training_args)
-    train_and_save(trainer, training_args, script_args.fresh_start)
+    train_and_save(trainer, training_args, script_args.fresh_start, settings)
 
 
 def cli() -> None:

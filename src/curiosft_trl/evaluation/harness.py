@@ -31,12 +31,12 @@ from .. import grading
 from ..errors import RecipeError, check_output_dir
 from ..files import atomic_write_text, model_key, short_hash
 from ..gguf_import import gguf_source
+from ..lock import output_lock
 from . import parallel, report
 from .benchmarks import Benchmark, load_benchmark, resolve_benchmarks
 from .cache import GenerationCache, Job, generate_missing
 from .config import EvalConfig
 from .generation import build_backend
-from .lock import output_lock
 from .metrics import benchmark_metrics, group_averages, pass_at_k
 from .reference import reference_numbers
 

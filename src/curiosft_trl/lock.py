@@ -1,9 +1,11 @@
-"""The output folder lock: one evaluation at a time writes an `output_dir`.
+"""The output folder lock: one evaluation, or one training run, at a time writes an `output_dir`.
 
 Two evaluations in one folder would generate the same samples twice (each appending them to the same cache) and
-each overwrite the other's results.json. `evaluate` therefore holds an exclusive `flock` on
-`<output_dir>/eval.lock` from its first write to its report; the file names the holder (pid, host, start time,
-command), and a second evaluation reads it and stops with one error line.
+each overwrite the other's results.json; two trainings would interleave their checkpoints and each save a final model
+over the other's. So `evaluate` holds an exclusive `flock` on `<output_dir>/eval.lock` from its first write to its
+report, and `curiosft-sft`/`curiosft-rl` one on `<output_dir>/training.lock` from before the model loads to the final
+save (`curiosft_trl.training.training_lock`); the file names the holder (pid, host, start time, command), and a
+second run reads it and stops with one error line.
 
 The kernel (or the NFS server, for a folder on NFS) drops a `flock` when the process holding it dies, however it
 dies: an exception, Ctrl-C, SIGKILL, the OOM killer. A lock file left by a killed run is therefore held by nobody and
@@ -27,19 +29,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import RecipeError
+from .errors import RecipeError
 
 LOCK_FILE = "eval.lock"
+TRAINING_LOCK_FILE = "training.lock"
 _NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)  # the file system has no flock
 
 
 @contextmanager
-def output_lock(output_dir: str | Path) -> Iterator[int | None]:
-    """Hold `output_dir`'s lock for the `with` block, creating the folder; yields the lock file's descriptor (for
-    worker processes to inherit), None where the file system has no locks. Raises `RecipeError` naming the holder
-    when another evaluation holds it; releases it on every way out of the block."""
-    path = Path(output_dir) / LOCK_FILE
-    fd = _acquire(path)
+def output_lock(output_dir: str | Path, lock_file: str = LOCK_FILE, what: str = "evaluation"
+                ) -> Iterator[int | None]:
+    """Hold `output_dir`'s lock (`lock_file`) for the `with` block, creating the folder; yields the lock file's
+    descriptor (for worker processes to inherit), None where the file system has no locks. Raises `RecipeError`
+    naming the holder when another `what` holds it; releases it on every way out of the block."""
+    path = Path(output_dir) / lock_file
+    fd = _acquire(path, what)
     try:
         if fd is not None:
             started = time.strftime("%Y-%m-%d %H:%M:%S %z")
@@ -54,7 +58,7 @@ def output_lock(output_dir: str | Path) -> Iterator[int | None]:
             os.close(fd)
 
 
-def _acquire(path: Path) -> int | None:
+def _acquire(path: Path, what: str) -> int | None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -69,14 +73,14 @@ def _acquire(path: Path) -> int | None:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise RecipeError(f"output_dir: {path.parent} is in use by another evaluation ({holder}; lock file "
+            raise RecipeError(f"output_dir: {path.parent} is in use by another {what} ({holder}; lock file "
                               f"{path}); wait for it to finish, or give this one another output_dir.") from None
         except OSError as e:
             os.close(fd)
             if e.errno not in _NO_LOCKS:
                 raise
-            print(f"warning: {path}: this file system cannot lock files ({e.strerror}); evaluating without the "
-                  f"output folder lock: start no other evaluation in {path.parent} until this one ends.",
+            print(f"warning: {path}: this file system cannot lock files ({e.strerror}); running without the "
+                  f"output folder lock: start no other {what} in {path.parent} until this one ends.",
                   file=sys.stderr)
             return None
         try:
