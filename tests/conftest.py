@@ -11,7 +11,22 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real data: excerpts ship with the repository (tests/data, a few rows per file); the whole files are optional, in the
+# folder CURIOSFT_TEST_DATA names (`.ci/run` sets it to ../shared/data where that exists). Tests that need more than an
+# excerpt use `needs_full_data` and are skipped without it.
+EXCERPT_DATA = Path(__file__).resolve().parent / "data"
+FULL_DATA = Path(os.environ["CURIOSFT_TEST_DATA"]).resolve() if os.environ.get("CURIOSFT_TEST_DATA") else None
+if FULL_DATA is not None and not FULL_DATA.is_dir():
+    raise pytest.UsageError(f"CURIOSFT_TEST_DATA={FULL_DATA} is not a folder; unset it to test on tests/data's excerpts")
+TEST_DATA = FULL_DATA or EXCERPT_DATA
+SHARED_DATA = TEST_DATA  # the name older tests import
+needs_full_data = pytest.mark.skipif(
+    FULL_DATA is None, reason="needs the whole data files: set CURIOSFT_TEST_DATA to their folder (tests/data has "
+                              "excerpts only)")
+
+
+def pytest_report_header(config):
+    return f"test data: {TEST_DATA}" + ("" if FULL_DATA else " (excerpts; set CURIOSFT_TEST_DATA for the whole files)")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,10 @@
-"""Every benchmark in ../shared/data loads with the documented row count and well-formed prompts."""
+"""Every benchmark loads with the documented row count (the whole files, CURIOSFT_TEST_DATA) or the excerpt's
+(tests/data) and well-formed prompts."""
+
+import gzip
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import EXCERPT_DATA, FULL_DATA, TEST_DATA, needs_full_data
 
 from curiosft_trl.errors import DataError
 from curiosft_trl.evaluation.benchmarks import (
@@ -15,13 +18,14 @@ from curiosft_trl.tiny import TINY_SYSTEM_PROMPT, ensure_tiny_data
 
 ROWS = {"aime24": 30, "aime25": 30, "amc": 83, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675,
         "gpqa_diamond": 198, "arc_challenge": 1172, "mmlu_pro": 12032}
+EXCERPT_ROWS = 6  # tests/data: the first rows of each benchmark file
 
 
 @pytest.mark.parametrize("name", list(ROWS))
 def test_benchmark_loads_with_its_row_count_and_chat_prompts(name):
     bench = BENCHMARKS[name]
-    rows, source = load_benchmark(bench, SHARED_DATA, SYSTEM_PROMPT)
-    assert len(rows) == ROWS[name]
+    rows, source = load_benchmark(bench, TEST_DATA, SYSTEM_PROMPT)
+    assert len(rows) == (ROWS[name] if FULL_DATA else EXCERPT_ROWS)
     assert bench.local_file in source and "sha256:" in source
     for r in rows:
         assert [m["role"] for m in r["messages"]] == ["system", "user"]
@@ -33,6 +37,23 @@ def test_benchmark_loads_with_its_row_count_and_chat_prompts(name):
         user = r["messages"][1]["content"]
         assert all(f"\n{x}) " in user for x in letters) and user.endswith(CHOICE_INSTRUCTION)
         assert all(len(r["gold"]) == 1 and ord(r["gold"]) - ord("A") < r["num_choices"] for r in rows)
+
+
+def _lines(path) -> list[bytes]:
+    return (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()).splitlines()
+
+
+@needs_full_data
+@pytest.mark.parametrize("name", list(ROWS))
+def test_each_excerpt_is_the_first_rows_of_the_whole_file(name):
+    local_file = BENCHMARKS[name].local_file
+    assert _lines(EXCERPT_DATA / local_file) == _lines(FULL_DATA / local_file)[:EXCERPT_ROWS]
+
+
+def test_gpqa_excerpt_is_not_plain_text():
+    """GPQA's authors ask that its questions not be published where crawlers read them: the excerpt is gzipped."""
+    assert (EXCERPT_DATA / "gpqa_diamond.jsonl.gz").read_bytes()[:2] == b"\x1f\x8b"
+    assert not list(EXCERPT_DATA.glob("gpqa*.jsonl"))
 
 
 def test_paper_protocol_groups_and_sample_counts():
@@ -47,8 +68,12 @@ def test_the_paper_suite_has_the_83_problem_amc_of_amc_12_2022_and_2023():
     """The paper's AMC is AI-MO's 83-problem set; the 40-problem AMC 2023 is its second half and in no suite."""
     paper = [b.name for b in resolve_benchmarks(["paper"])]
     assert "amc" in paper and "amc23" not in paper and len(paper) == 9
-    amc, _ = load_benchmark(BENCHMARKS["amc"], SHARED_DATA, SYSTEM_PROMPT)
-    amc23, _ = load_benchmark(BENCHMARKS["amc23"], SHARED_DATA, SYSTEM_PROMPT)
+
+
+@needs_full_data
+def test_the_amc_83_file_ends_with_the_40_problem_amc_2023():
+    amc, _ = load_benchmark(BENCHMARKS["amc"], FULL_DATA, SYSTEM_PROMPT)
+    amc23, _ = load_benchmark(BENCHMARKS["amc23"], FULL_DATA, SYSTEM_PROMPT)
     assert len(amc) == 83 and len(amc23) == 40
     assert [r["messages"] for r in amc[43:]] == [r["messages"] for r in amc23]
     assert amc[0]["gold"] == "142.0" and [r["id"] for r in amc[:2]] == ["amc83-00", "amc83-01"]

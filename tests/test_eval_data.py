@@ -1,7 +1,7 @@
 """`curiosft-data` writes every benchmark's pinned hub copy in the layout `data_dir` reads, for offline evaluation.
 
-There is no hub access here: `datasets.load_dataset` is replaced by a stand-in that serves ../shared/data's rows in
-each pinned revision's column layout (names and types as on the dataset cards, see test_eval_benchmarks.py).
+There is no hub access here: `datasets.load_dataset` is replaced by a stand-in that serves the test data's rows
+(tests/data's excerpts, or the whole files with CURIOSFT_TEST_DATA) in each pinned revision's column layout (names and types as on the dataset cards, see test_eval_benchmarks.py).
 """
 
 import gzip
@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import FULL_DATA, TEST_DATA
 
 from curiosft_trl.cli import run_cli
 from curiosft_trl.cli.data import DOWNLOADABLE
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def as_hub_row(layout: str, r: dict, i: int) -> dict:
-    """A ../shared/data row in the columns of the pinned hub revision of a benchmark with this `hub_layout`."""
+    """A test data row in the columns of the pinned hub revision of a benchmark with this `hub_layout`."""
     letters = [chr(ord("A") + k) for k in range(len(r.get("choices", [])))]
     if layout == "problem":
         return {"id": r["id"], "problem": r["problem"], "answer": r["answer"]}
@@ -49,7 +49,7 @@ def as_hub_row(layout: str, r: dict, i: int) -> dict:
 
 @pytest.fixture
 def fake_hub(monkeypatch):
-    """`load_dataset` served from ../shared/data; returns the list of (hub id, revision) it was asked for."""
+    """`load_dataset` served from the test data; returns the list of (hub id, revision) it was asked for."""
     import datasets
 
     calls = []
@@ -59,7 +59,7 @@ def fake_hub(monkeypatch):
         b = by_id[path]
         assert (config, split) == (b.hub_config, b.hub_split)
         calls.append((path, revision))
-        return [as_hub_row(b.hub_layout, r, i) for i, r in enumerate(read_jsonl(SHARED_DATA / b.local_file))]
+        return [as_hub_row(b.hub_layout, r, i) for i, r in enumerate(read_jsonl(TEST_DATA / b.local_file))]
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return calls
@@ -77,13 +77,14 @@ def test_downloaded_files_load_back_through_data_dir_as_the_hub_copy(fake_hub, t
         assert local == hub, name
         assert sources[name]["rows"] == len(hub) and b.hub_revision in hub_source
         assert local_source.endswith(f"from {hub_source}") and "sha256:" in local_source
-    # The AMC-83 hub copy becomes the very file in ../shared/data (ids, problems, answers as "142.0")
-    amc = [{k: r[k] for k in ("id", "problem", "answer")} for r in read_jsonl(SHARED_DATA / "amc_2022_2023_83.jsonl")]
+    # The AMC-83 hub copy becomes the very file in the test data (ids, problems, answers as "142.0")
+    amc = [{k: r[k] for k in ("id", "problem", "answer")} for r in read_jsonl(TEST_DATA / "amc_2022_2023_83.jsonl")]
     assert read_jsonl(tmp_path / "amc_2022_2023_83.jsonl") == amc
     # GPQA asks for no plain-text copies: it is written gzipped only, as the local layout names it
     assert (tmp_path / "gpqa_diamond.jsonl.gz").read_bytes()[:2] == b"\x1f\x8b"
     assert not list(tmp_path.glob("gpqa*.jsonl")) and not list(tmp_path.glob(".*tmp*"))
-    assert len(gzip.decompress((tmp_path / "mmlu_pro_test.jsonl.gz").read_bytes()).splitlines()) == 12032
+    mmlu_rows = 12032 if FULL_DATA else 6  # the whole file, or tests/data's excerpt
+    assert len(gzip.decompress((tmp_path / "mmlu_pro_test.jsonl.gz").read_bytes()).splitlines()) == mmlu_rows
 
 
 def test_a_second_run_keeps_up_to_date_files_and_replaces_changed_ones(fake_hub, tmp_path, capsys):
@@ -92,8 +93,9 @@ def test_a_second_run_keeps_up_to_date_files_and_replaces_changed_ones(fake_hub,
     fake_hub.clear()
     data_main(["--output_dir", str(tmp_path), "--benchmarks", "aime24", "amc"])
     assert [path for path, _ in fake_hub] == ["HuggingFaceH4/aime_2024"]  # amc is up to date, aime24 was edited
-    assert "amc: " + str(tmp_path / "amc_2022_2023_83.jsonl") + " is up to date (83 rows" in capsys.readouterr().out
-    assert len(read_jsonl(tmp_path / "aime2024.jsonl")) == 30
+    amc_rows, aime_rows = (83, 30) if FULL_DATA else (6, 6)  # the whole files, or tests/data's excerpts
+    assert f"amc: {tmp_path / 'amc_2022_2023_83.jsonl'} is up to date ({amc_rows} rows" in capsys.readouterr().out
+    assert len(read_jsonl(tmp_path / "aime2024.jsonl")) == aime_rows
 
 
 def test_each_failed_download_is_one_error_line_and_the_others_are_written(fake_hub, monkeypatch, tmp_path, capsys):

@@ -6,9 +6,9 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from conftest import TEST_DATA
 
 from curiosft_trl.grading import (
     GradeResult,
@@ -24,7 +24,7 @@ from curiosft_trl.grading import (
 from curiosft_trl.grader_pool import verify_jobs  # the math-verify check on its own, without the string match
 from curiosft_trl.grading import _to_latex
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = TEST_DATA  # the whole files with CURIOSFT_TEST_DATA, else the excerpts in tests/data
 
 # (completion, gold, kind, require_think, expected)
 REWARD_TABLE = [
