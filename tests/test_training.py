@@ -117,3 +117,18 @@ def test_a_second_training_into_the_same_folder_stops_naming_the_first(tmp_path,
         first.wait()
     sft_main(["--config", str(recipe)])
     assert (out / "model.safetensors").exists() and not (out / "training.lock").exists()
+
+
+@pytest.mark.parametrize("torn", ["optimizer.pt", "curiosft_tokens.json"])  # a torch.save zip, a JSON file
+def test_a_torn_file_of_any_kind_makes_the_resume_fall_back_naming_it(tmp_path, tiny_model_dir, tiny_sft_file,
+                                                                      capsys, torn):
+    out = tmp_path / "out"
+    sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file))])
+    damaged = out / "checkpoint-2" / torn
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a copy or save cut short
+    capsys.readouterr()
+    sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)), "--max_steps", "3"])
+    printed = capsys.readouterr().out
+    assert f"Skipping incomplete checkpoint {out / 'checkpoint-2'}: {damaged} is damaged" in printed
+    assert f"Resuming from {out / 'checkpoint-1'}" in printed
+    assert finished_step(out, 3, 3.0) == 3

@@ -2,9 +2,11 @@
 
 `Trainer._save_checkpoint` writes the model, then the optimizer, scheduler and RNG states, and the trainer state
 last (CurioSFT's teacher goes before all of them). A kill mid-save therefore leaves a folder without
-`trainer_state.json`; a full disk or a copy cut short can leave a truncated weights file. A checkpoint is complete
-when its trainer state parses, it holds model weights, the teacher is there when the loss needs one, and every
-safetensors file in it has an intact header covering the whole file.
+`trainer_state.json`; a full disk or a copy cut short can leave any file truncated. A checkpoint is complete when its
+trainer state parses, it holds model weights, the teacher is there when the loss needs one, and every file a resume
+reads is a readable container: each safetensors file has an intact header covering the whole file, each `torch.save`
+file (`optimizer.pt`, `scheduler.pt`, `rng_state*.pth`, DeepSpeed's `global_step*/*.pt`, `*.bin` weights) is a zip
+archive whose directory (written last, at its end) is there, and each JSON file parses.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,12 +54,39 @@ def checkpoint_problem(checkpoint: str | Path, needs_teacher: bool) -> str | Non
         return f"{folder} holds no model weights ({', '.join(_MODEL_WEIGHTS[:3])} or DeepSpeed's global_step*/)"
     if needs_teacher and not (folder / TEACHER_DIR / TEACHER_WEIGHTS).is_file():
         return f"{folder / TEACHER_DIR / TEACHER_WEIGHTS} is missing: this loss resumes with the teacher it had"
-    for weights in sorted(folder.rglob("*.safetensors")):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        problem = _container_problem(path)
+        if problem:
+            return f"{path} is damaged ({problem})"
+    return None
+
+
+TORCH_SAVE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def _container_problem(path: Path) -> str | None:
+    """Why the file at `path` cannot be read back as the container its name says, or None (files of other kinds,
+    and `training_args.bin`'s like, pass: only what can be checked without loading it is checked)."""
+    if path.suffix == ".safetensors":
         try:
-            with safe_open(str(weights), framework="pt"):
-                pass
+            with safe_open(str(path), framework="pt"):
+                return None
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
-            return f"{weights} is damaged ({str(e).splitlines()[0]})"
+            return str(e).splitlines()[0]
+    if path.suffix in TORCH_SAVE_SUFFIXES:
+        # `torch.save` writes a zip archive whose central directory comes last: a truncated file has none
+        try:
+            with zipfile.ZipFile(path) as archive:
+                archive.namelist()
+            return None
+        except (zipfile.BadZipFile, OSError) as e:
+            return f"not a complete torch.save archive: {e}"
+    if path.suffix == ".json":
+        try:
+            json.loads(path.read_text())
+            return None
+        except (ValueError, UnicodeDecodeError) as e:
+            return f"not valid JSON: {e}"
     return None
 
 
