@@ -132,3 +132,60 @@ def test_a_torn_file_of_any_kind_makes_the_resume_fall_back_naming_it(tmp_path, 
     assert f"Skipping incomplete checkpoint {out / 'checkpoint-2'}: {damaged} is damaged" in printed
     assert f"Resuming from {out / 'checkpoint-1'}" in printed
     assert finished_step(out, 3, 3.0) == 3
+
+
+def test_counts_that_make_no_sense_are_refused_before_anything_loads(tmp_path, tiny_model_dir, tiny_sft_file):
+    recipe = sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)
+    for flags, message in [(["--max_length", "-5"], r"max_length: -5; expected a positive number of tokens"),
+                           (["--max_train_samples", "0"], r"max_train_samples: 0; expected a positive number of rows"),
+                           (["--learning_rate", "nan"], r"learning_rate: nan; expected a finite number >= 0")]:
+        with pytest.raises(RecipeError, match=message):
+            sft_main(["--config", str(recipe), *flags])
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unwritable_output_dir_is_refused_before_the_model_loads(tmp_path, monkeypatch, tiny_model_dir,
+                                                                    tiny_sft_file):
+    import errno
+    from pathlib import Path
+
+    real = Path.write_bytes
+
+    def read_only(self, data):  # as on a read-only mount or an immutable folder (root ignores chmod)
+        if self.name.startswith(".write-test-"):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", read_only)
+    with pytest.raises(RecipeError, match=r"output_dir: .*out is not writable \(Read-only file system\)"):
+        sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file))])
+
+
+def test_too_little_free_space_for_one_checkpoint_is_refused_before_the_model_loads(tmp_path, monkeypatch,
+                                                                                    tiny_model_dir, tiny_sft_file):
+    import shutil
+
+    from curiosft_trl.training import checkpoint_bytes
+
+    weights = (tiny_model_dir / "model.safetensors").stat().st_size
+    needed = checkpoint_bytes(str(tiny_model_dir), with_teacher=True)
+    assert needed > 2 * weights  # the teacher copy and AdamW's moments on top of the weights
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, needed - 1))
+    with pytest.raises(RecipeError, match=r"GiB free; one checkpoint of this run takes about .* GiB \(the weights, "
+                                          r"the teacher copy and AdamW's state\)"):
+        sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file))])
+
+
+def test_a_save_that_fails_for_space_says_so_in_one_line(tmp_path, monkeypatch, tiny_model_dir, tiny_sft_file):
+    import errno
+
+    from curiosft_trl.errors import RunError
+    from curiosft_trl.sft.trainer import CurioSFTTrainer
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CurioSFTTrainer, "save_model", full_disk)
+    with pytest.raises(RunError, match=r"saving to .*out failed at step 2: the disk is full \(\d+ MiB free\)\. Free "
+                                       r"space and run again"):
+        sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file, save_strategy="no"))])

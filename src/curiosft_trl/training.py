@@ -9,15 +9,18 @@ newest complete checkpoint (teacher included), a finished run left alone, a fres
 """
 
 import dataclasses
+import errno
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback
 
 from .checkpoints import check_resumable, finished_step, newest_complete_checkpoint
@@ -66,14 +69,25 @@ def _refuse_nonfinite(model: torch.nn.Module, step: int) -> None:
                                "the last complete checkpoint.")
 
 
-def check_counts(training_args) -> None:
-    """Counts that make no sense (a negative `max_steps` would silently train for `num_train_epochs`)."""
+def check_counts(training_args, script_args=None) -> None:
+    """Numbers that make no sense, refused before anything loads (a negative `max_steps` would silently train for
+    `num_train_epochs`, a negative `max_length` would cut every row, a NaN learning rate trains on nothing)."""
     if training_args.max_steps == 0 or training_args.max_steps < -1:
         raise RecipeError(f"max_steps: {training_args.max_steps}; expected a positive number of optimizer steps, or "
                           "-1 to train for num_train_epochs.")
     for name in ("num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps"):
         if getattr(training_args, name) <= 0:
             raise RecipeError(f"{name}: {getattr(training_args, name)}; expected a positive number.")
+    lr = training_args.learning_rate
+    if not math.isfinite(lr) or lr < 0:
+        raise RecipeError(f"learning_rate: {lr}; expected a finite number >= 0.")
+    for name in ("max_length", "max_completion_length", "max_prompt_length"):  # SFT's, and GRPO's two
+        value = getattr(training_args, name, None)
+        if value is not None and value <= 0:
+            raise RecipeError(f"{name}: {value}; expected a positive number of tokens (or null for no limit).")
+    samples = getattr(script_args, "max_train_samples", None)
+    if samples is not None and samples <= 0:
+        raise RecipeError(f"max_train_samples: {samples}; expected a positive number of rows (or null for all).")
 
 
 @contextmanager
@@ -89,8 +103,56 @@ def training_lock(output_dir: str) -> Iterator[None]:
 
 
 def check_training_output(output_dir: str) -> None:
-    """A training run's `output_dir` is a folder (or can be made), checked before the model loads."""
+    """A training run's `output_dir` is a folder (or can be made) that this process can write, checked before the
+    model loads: a read-only, immutable or foreign folder would otherwise fail at the first save, after training."""
     check_output_dir(output_dir, "checkpoints and the final model (a new path, or the folder of a run to resume)")
+    path = Path(output_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise RecipeError(f"output_dir: {output_dir} is not writable ({e.strerror or e}); choose a folder this user "
+                          "can write, or fix its permissions.") from None
+
+
+def checkpoint_bytes(model_name_or_path: str, with_teacher: bool) -> int | None:
+    """About how many bytes one checkpoint of a run from this local model takes: its weights as stored (twice with a
+    teacher copy) plus AdamW's two float32 moments per parameter; None for a hub id or a folder without safetensors."""
+    weights = sorted(Path(model_name_or_path).expanduser().glob("*.safetensors"))
+    if not weights:
+        return None
+    params = 0
+    for path in weights:
+        with safe_open(str(path), framework="pt") as f:
+            params += sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    stored = sum(p.stat().st_size for p in weights)
+    return stored * (2 if with_teacher else 1) + 8 * params
+
+
+def check_free_space(output_dir: str, model_name_or_path: str, with_teacher: bool) -> None:
+    """Refuse to start when `output_dir`'s disk cannot hold one checkpoint (`checkpoint_bytes`): better now than a
+    full disk at the first save."""
+    needed = checkpoint_bytes(model_name_or_path, with_teacher)
+    if needed is None:
+        return
+    free = shutil.disk_usage(Path(output_dir).expanduser()).free
+    if free < needed:
+        teacher = ", the teacher copy" if with_teacher else ""
+        raise RecipeError(f"output_dir: {output_dir} has {free / 2**30:.2f} GiB free; one checkpoint of this run takes "
+                          f"about {needed / 2**30:.2f} GiB (the weights{teacher} and AdamW's state). Free space or "
+                          "choose another output_dir.")
+
+
+def _out_of_space(error: BaseException, output_dir: str) -> bool:
+    """Whether a failed save failed for want of space: `ENOSPC`, or the writers' own words for it (torch's
+    `inline_container.cc` and safetensors report a short write without the errno) on a disk that is now nearly full."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error):
+        return True
+    short_write = any(s in str(error) for s in ("inline_container", "write failed", "failed writing"))
+    return (short_write or isinstance(error, SafetensorError)) and \
+        shutil.disk_usage(Path(output_dir).expanduser()).free < 2**30
 
 
 SETTINGS_FILE = "training_settings.json"  # in output_dir: the settings that define the run it holds
@@ -234,9 +296,17 @@ def train_and_save(trainer, training_args, fresh_start: bool, settings: dict | N
     if checkpoint:
         trainer.accelerator.print(f"Resuming from {checkpoint}")
     trainer.add_callback(DivergenceGuard())
-    trainer.train(resume_from_checkpoint=checkpoint)
-    _refuse_nonfinite(trainer.model, trainer.state.global_step)  # the final model marks the run finished
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+        _refuse_nonfinite(trainer.model, trainer.state.global_step)  # the final model marks the run finished
+        trainer.save_model(training_args.output_dir)
+        trainer.save_state()
+    except (OSError, RuntimeError, SafetensorError) as e:
+        if not _out_of_space(e, training_args.output_dir):
+            raise
+        free = shutil.disk_usage(Path(training_args.output_dir).expanduser()).free
+        raise RunError(f"saving to {training_args.output_dir} failed at step {trainer.state.global_step}: the disk is "
+                       f"full ({free / 2**20:.0f} MiB free). Free space and run again: it resumes from the last "
+                       "complete checkpoint.") from None
     trainer.accelerator.print(f"Model saved to {training_args.output_dir}")
     trainer.end()

@@ -15,16 +15,7 @@ from ..recipe import check_sft_checkpoint, parse_recipe
 from ..rl.config import RLScriptArguments
 from ..rl.data import load_rl_dataset
 from ..rl.rewards import resolve_reward_funcs
-from ..training import (
-    check_counts,
-    check_settings,
-    check_training_output,
-    finished_run,
-    model_init_kwargs,
-    run_settings,
-    train_and_save,
-    training_lock,
-)
+from .. import training
 from . import run_cli
 
 
@@ -34,20 +25,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[RLScriptArguments, GRPOCo
 
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
-    check_counts(training_args)
-    check_training_output(training_args.output_dir)
+    training.check_counts(training_args, script_args)
+    training.check_training_output(training_args.output_dir)
     reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
-    with training_lock(training_args.output_dir):
+    with training.training_lock(training_args.output_dir):
         train(script_args, training_args, model_args, reward_funcs)
 
 
 def train(script_args, training_args, model_args, reward_funcs) -> None:
     """The run, once `output_dir` is locked: settings and finished-run checks, then data, model, training."""
-    settings = run_settings(script_args, training_args, model_args)
-    check_settings(training_args.output_dir, settings, script_args.fresh_start)
-    if finished_run(training_args, script_args.fresh_start):
+    settings = training.run_settings(script_args, training_args, model_args)
+    training.check_settings(training_args.output_dir, settings, script_args.fresh_start)
+    if training.finished_run(training_args, script_args.fresh_start):
         return
     check_sft_checkpoint(model_args.model_name_or_path)
+    training.check_free_space(training_args.output_dir, model_args.model_name_or_path, with_teacher=False)
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is required (a hub id or a local JSONL/JSON/parquet path of RL prompts).")
     train_dataset = load_rl_dataset(
@@ -57,7 +49,7 @@ def train(script_args, training_args, model_args, reward_funcs) -> None:
         system_prompt=script_args.system_prompt,
         max_samples=script_args.max_train_samples,
     )
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    training_args.model_init_kwargs = training.model_init_kwargs(model_args, training_args)
     from ..rl.trainer import CurioGRPOTrainer  # after validation: importing the trainer stack takes seconds
 
     trainer = CurioGRPOTrainer(
@@ -67,7 +59,7 @@ def train(script_args, training_args, model_args, reward_funcs) -> None:
         train_dataset=train_dataset,
         peft_config=get_peft_config(model_args),
     )
-    train_and_save(trainer, training_args, script_args.fresh_start, settings)
+    training.train_and_save(trainer, training_args, script_args.fresh_start, settings)
 
 
 def cli() -> None:

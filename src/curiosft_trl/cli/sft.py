@@ -12,16 +12,7 @@ from ..errors import RecipeError
 from ..recipe import check_model_path, parse_recipe
 from ..sft.config import CurioSFTConfig, SFTScriptArguments
 from ..sft.data import load_sft_dataset, report_truncation
-from ..training import (
-    check_counts,
-    check_settings,
-    check_training_output,
-    finished_run,
-    model_init_kwargs,
-    run_settings,
-    train_and_save,
-    training_lock,
-)
+from .. import training
 from . import run_cli
 
 
@@ -31,19 +22,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, Curio
 
 def main(argv: list[str] | None = None) -> None:
     script_args, training_args, model_args = parse_args(argv)
-    check_counts(training_args)
-    check_training_output(training_args.output_dir)
-    with training_lock(training_args.output_dir):
+    training.check_counts(training_args, script_args)
+    training.check_training_output(training_args.output_dir)
+    with training.training_lock(training_args.output_dir):
         train(script_args, training_args, model_args)
 
 
 def train(script_args, training_args, model_args) -> None:
     """The run, once `output_dir` is locked: settings and finished-run checks, then data, model, training."""
-    settings = run_settings(script_args, training_args, model_args)
-    check_settings(training_args.output_dir, settings, script_args.fresh_start)
-    if finished_run(training_args, script_args.fresh_start):
+    settings = training.run_settings(script_args, training_args, model_args)
+    training.check_settings(training_args.output_dir, settings, script_args.fresh_start)
+    if training.finished_run(training_args, script_args.fresh_start):
         return
     check_model_path(model_args.model_name_or_path)
+    training.check_free_space(training_args.output_dir, model_args.model_name_or_path, training_args.loss.needs_teacher)
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is required (a hub id or a local JSONL/JSON/parquet path).")
     train_dataset = load_sft_dataset(
@@ -53,7 +45,7 @@ def train(script_args, training_args, model_args) -> None:
         system_prompt=script_args.system_prompt,
         max_samples=script_args.max_train_samples,
     )
-    training_args.model_init_kwargs = model_init_kwargs(model_args, training_args)
+    training_args.model_init_kwargs = training.model_init_kwargs(model_args, training_args)
     from ..sft.trainer import CurioSFTTrainer  # after validation: importing the trainer stack takes seconds
 
     trainer = CurioSFTTrainer(
@@ -63,7 +55,7 @@ def train(script_args, training_args, model_args) -> None:
         peft_config=get_peft_config(model_args),
     )
     report_truncation(trainer, train_dataset, training_args)
-    train_and_save(trainer, training_args, script_args.fresh_start, settings)
+    training.train_and_save(trainer, training_args, script_args.fresh_start, settings)
 
 
 def cli() -> None:
