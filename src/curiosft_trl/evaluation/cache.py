@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
+from ..errors import DataError
 from ..files import atomic_write_text
 from .generation import Sample, SamplingConfig
 
@@ -74,6 +75,9 @@ class GenerationCache:
         self.entries: dict[tuple[str, int], dict] = {}
         self.bad_lines: list[int] = []
         self._needs_newline = False  # the last line has no newline (a write cut after its `}`): start a new line
+        if self.path.exists() and not self.path.is_file():
+            raise DataError(f"{self.path}: is a folder (or not a regular file) where the generation cache's JSONL file "
+                            "goes; move it out of the way, or give this evaluation another output_dir.")
         if self.path.exists():
             self._load()
 

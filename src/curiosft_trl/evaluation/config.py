@@ -121,10 +121,12 @@ class EvalConfig:
             raise RecipeError("temperature must be >= 0, top_p in (0, 1] and max_new_tokens >= 1.")
         if self.entropy_top_k != -1 and self.entropy_top_k < 1:
             raise RecipeError(f"entropy_top_k: expected -1 (whole vocabulary) or k >= 1, got {self.entropy_top_k}.")
-        for name in ("data_parallel_size", "tensor_parallel_size", "batch_size", "chunk_size"):
+        for name in ("data_parallel_size", "tensor_parallel_size", "batch_size", "chunk_size", "n_samples",
+                     "max_problems"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise RecipeError(f"{name}: expected a positive number, got {value}.")
+        self._sample_overrides()
         load_registry(self.benchmark_files)  # a bad registry file is an error here, before any model loads
         check_reference(self.compare_to, self.compare_models)
 
@@ -153,15 +155,13 @@ class EvalConfig:
         return self.chunk_size or default_chunk_size(self.backend, gpu_memory_gib(), self.batch_size)
 
     def n_for(self, benchmark: Benchmark) -> int:
+        return self._sample_overrides().get(benchmark.name, self.n_samples or benchmark.n_samples)
+
+    def _sample_overrides(self) -> dict[str, int]:
         overrides = {}
         for item in self.n_samples_overrides:
             name, sep, n = item.partition("=")
-            if not sep or not n.strip().isdigit():
-                raise RecipeError(f"n_samples_overrides: expected `benchmark=n`, got {item!r}.")
+            if not sep or not n.strip().isdigit() or int(n) < 1:
+                raise RecipeError(f"n_samples_overrides: expected `benchmark=n` with n >= 1, got {item!r}.")
             overrides[name.strip()] = int(n)
-        return overrides.get(benchmark.name, self.n_samples or benchmark.n_samples)
-
-
-
-def _default_eager() -> bool:
-    return not torch.cuda.is_available()
+        return overrides

@@ -40,7 +40,7 @@ from .generation import build_backend
 from .metrics import benchmark_metrics, group_averages, pass_at_k
 from .reference import reference_numbers
 
-__all__ = ["EvalConfig", "evaluate", "samples_folder"]
+__all__ = ["EvalConfig", "evaluate", "samples_file", "samples_folder"]
 
 
 def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
@@ -50,7 +50,21 @@ def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
 
 
 def samples_folder(model: str) -> str:
-    """The folder under `samples/` that holds one model's per-sample records."""
+    """The folder under `samples/` that holds one model's per-sample records: a readable name plus a hash of the
+    full path, so two models whose paths differ only where the readable part drops characters (non-ASCII letters,
+    spaces) never share one."""
+    return f"{_readable(model)[-60:]}-{short_hash(model)[:8]}"
+
+
+def samples_file(eval_dir: str | Path, model: str, benchmark: str) -> Path:
+    """`eval_dir/samples/<samples_folder(model)>/<benchmark>.jsonl`, or where an evaluation written before the hash
+    put it (the readable name alone) when only that one exists."""
+    current = Path(eval_dir) / "samples" / samples_folder(model) / f"{benchmark}.jsonl"
+    earlier = Path(eval_dir) / "samples" / _readable(model) / f"{benchmark}.jsonl"
+    return earlier if not current.exists() and earlier.exists() else current
+
+
+def _readable(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")
 
 

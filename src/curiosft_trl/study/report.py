@@ -56,7 +56,7 @@ def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict
     """`{"avg", "pass": {k: value}, "levels": {level: avg}}` of one evaluated model on `bench`, plus `short_branch`
     where `problems` (id -> the tiny task's problem text) is given: the share of its samples' forks that took the
     short branch (`tiny.task.fork_choices`; forks without a readable line are left out; None without any)."""
-    from ..evaluation.harness import samples_folder
+    from ..evaluation.harness import samples_file
     from ..tiny.task import fork_choices
 
     m = results["models"][model]["benchmarks"][bench]
@@ -64,7 +64,7 @@ def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict
     passes = {int(k[5:]): v for k, v in m.items() if k.startswith("pass@")}
     by_level: dict[int, list[bool]] = {}
     branches = {"short": 0, "long": 0, "none": 0}
-    samples = eval_dir / "samples" / samples_folder(model) / f"{bench}.jsonl"
+    samples = samples_file(eval_dir, model, bench)
     if (levels or problems) and samples.is_file():
         for line in samples.read_text().splitlines():
             record = json.loads(line)
