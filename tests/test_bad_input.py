@@ -102,7 +102,7 @@ def test_model_path_hints_only_where_they_apply(tmp_path):
     assert str(error.value) == f"model_name_or_path: {data} is a file; expected a model directory or a hub id."
     with pytest.raises(RecipeError) as error:
         check_model_path("outputs/tiny/no-such-model")
-    assert "Run `make tiny`" in str(error.value) and ".." not in str(error.value)
+    assert "Run `curiosft-tiny`" in str(error.value) and ".." not in str(error.value)
     with pytest.raises(RecipeError) as error:
         check_model_path(str(tmp_path / "tiny-but-elsewhere"))
     assert "make tiny" not in str(error.value) and ".." not in str(error.value)

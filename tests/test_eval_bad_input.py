@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 
 from curiosft_trl.cli import run_cli
 from curiosft_trl.cli.eval import main as eval_main
@@ -64,7 +64,7 @@ def test_an_output_dir_that_is_a_file_is_one_error_line_before_any_model_loads(t
         f"error: output_dir: {afile / 'eval'} is inside {afile}, which is a file; expected a folder")
     assert afile.read_text() == "not a folder\n"
     config = EvalConfig(model_name_or_paths=[str(tiny_model_dir)], benchmarks=["tiny"], tiny_data_dir=str(tiny_data),
-                        data_dir=str(SHARED_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers",
+                        data_dir=str(TEST_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers",
                         output_dir=str(afile))
     with pytest.raises(RecipeError, match="is a file"):
         evaluate(config, backend_factory=lambda m: pytest.fail("no backend for an output_dir that is a file"))

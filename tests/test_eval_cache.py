@@ -5,7 +5,7 @@ are dropped when the cache is next written, by an atomic rewrite."""
 import json
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 
 from curiosft_trl.evaluation import EvalConfig, evaluate
 from curiosft_trl.evaluation.cache import GenerationCache
@@ -127,7 +127,7 @@ class CountingBackend:
 
 def eval_config(model, tiny_data, out, **kw) -> EvalConfig:
     return EvalConfig(model_name_or_paths=[str(model)], benchmarks=["tiny"], tiny_data_dir=str(tiny_data),
-                      data_dir=str(SHARED_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers",
+                      data_dir=str(TEST_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers",
                       output_dir=str(out), grading_workers=1, plots=False, **kw)
 
 

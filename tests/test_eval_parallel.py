@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 
 import pytest
-from conftest import SHARED_DATA
+from conftest import TEST_DATA
 
 from curiosft_trl.errors import RecipeError
 from curiosft_trl.evaluation import EvalConfig, evaluate
@@ -23,7 +23,7 @@ def config(model, tiny_data, out, **kw) -> EvalConfig:
     # transformers with batch_size 1: a sample's numbers do not depend on its batch (padding), so the comparison
     # below can be exact
     base = dict(model_name_or_paths=[str(model)], benchmarks=["tiny", "arc_challenge"], tiny_data_dir=str(tiny_data),
-                data_dir=str(SHARED_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers", batch_size=1,
+                data_dir=str(TEST_DATA), system_prompt=TINY_SYSTEM_PROMPT, backend="transformers", batch_size=1,
                 max_new_tokens=16, n_samples=3, n_samples_overrides=["arc_challenge=1"], max_problems=5,
                 output_dir=str(out), grading_workers=1, plots=False)
     return EvalConfig(**{**base, **kw})

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TEST_DATA
 
 from curiosft_trl.cli.rl import main, parse_args
 from curiosft_trl.rl.rewards import resolve_reward_funcs
@@ -89,8 +90,7 @@ def test_rl_data_layouts(tmp_path):
     row = {"prompt": [{"role": "user", "content": "1+1?"}], "reward_model": {"style": "rule", "ground_truth": "2"}}
     path.write_text(json.dumps(row) + "\n")
     assert load_rl_dataset(str(path))[0] == {"prompt": row["prompt"], "answer": "2"}
-    shared = ROOT.parent / "shared" / "data" / "rl_math_lvl3to5_8k.jsonl"
-    first = load_rl_dataset(str(shared), max_samples=2)[0]
+    first = load_rl_dataset(str(TEST_DATA / "rl_math_lvl3to5_8k.jsonl"), max_samples=2)[0]
     assert [m["role"] for m in first["prompt"]] == ["system", "user"] and first["answer"] == "118"
 
 

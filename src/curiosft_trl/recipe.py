@@ -75,13 +75,107 @@ def load_yaml_data(path: str | Path, what: str = "recipe") -> object:
         raise RecipeError(f"{path}: nested too deeply to be a {what}.") from None
 
 
-def read_recipe(path: str) -> dict:
-    """The recipe at `path` as a mapping, checked before TRL's parser sees it: readable YAML of bounded size, no key
-    given twice, a mapping, and data only (TRL's parser copies an `env:` key into the process environment, where it
-    could make Python import code)."""
-    recipe = Path(path)
-    if not recipe.is_file():
-        raise RecipeError(f"--config: {path} is not a file.")
+# The built-in recipes and chat templates ship inside the package (a checkout's top-level recipes/ links here)
+BUILTIN_RECIPES = Path(__file__).resolve().parent / "recipes"
+
+# Keys whose value is a file the run reads: a relative one that is not found from the working folder is looked up
+# beside the recipe (`_resolve_input`), so a recipe names its inputs as the repository lays them
+# out and still works from anywhere. A value that can only be a local file must then exist (one error line, where
+# TRL would try it as a hub repository and fail with a chained traceback). Datasets are only resolved: they may be hub
+# ids or files that an earlier stage writes, and their loader names a missing one.
+RECIPE_PATH_KEYS = ("chat_template_path", "sft_recipe", "rl_recipe", "eval_recipe", "benchmark_files", "deepspeed",
+                    "dataset_name", "heldout_dataset_name")
+DATA_KEYS = ("dataset_name", "heldout_dataset_name")
+TEMPLATE_SUFFIXES = (".jinja", ".jinja2", ".j2", ".txt")
+
+
+def _local_only(key: str, value: str) -> bool:
+    """Whether `value` of `key` must be an existing local file. `chat_template_path` may also name a hub tokenizer
+    (`name` or `org/name`, no template suffix)."""
+    if key in DATA_KEYS:
+        return False
+    if key == "chat_template_path":
+        return value.endswith(TEMPLATE_SUFFIXES) or value.count("/") > 1 or value.startswith((".", "/", "~"))
+    return True
+
+
+def builtin_recipes() -> list[str]:
+    """The short names of the built-in recipes (`tiny/curiosft`, ...), as `--config` accepts them."""
+    return sorted(str(p.relative_to(BUILTIN_RECIPES).with_suffix("")) for p in BUILTIN_RECIPES.glob("*/*.yaml")
+                  if p.parent.name != "accelerate")  # accelerate's configs go to `accelerate launch`, not --config
+
+
+def resolve_recipe(name: str) -> Path:
+    """The recipe file `--config NAME` means: NAME as a path when it is a file, else the built-in recipe it names
+    (`tiny/curiosft`, `tiny/curiosft.yaml` or `recipes/tiny/curiosft.yaml`, from any folder)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    short = name[len("recipes/"):] if name.startswith("recipes/") else name
+    for candidate in (short, f"{short}.yaml"):
+        builtin = BUILTIN_RECIPES / candidate
+        if not Path(short).is_absolute() and ".." not in Path(short).parts and builtin.is_file():
+            return builtin
+    raise RecipeError(f"--config: {name} is not a file, nor a built-in recipe (e.g. `--config tiny/curiosft`; "
+                      f"built-in: {', '.join(builtin_recipes())}).")
+
+
+def _resolve_input(key: str, value: str, recipe: Path) -> str | None:
+    """`value` as given when it exists, else the first existing path relative to the recipe's folder or, for files
+    that no stage writes, a parent of it (a built-in recipe's up to the package); None when none exists. A dataset
+    is looked up in the recipe's own folder only: a parent's `outputs/` would be another checkout's run."""
+    path = Path(value).expanduser()
+    if path.exists() or path.is_absolute():
+        return value if path.exists() else None
+    folders = list(recipe.resolve().parents)
+    if key in DATA_KEYS:
+        folders = folders[:1]
+    elif BUILTIN_RECIPES in folders:
+        folders = folders[:folders.index(BUILTIN_RECIPES) + 2]
+    for folder in folders:
+        if (folder / path).exists():
+            return str(folder / path)
+    return None
+
+
+def resolve_recipe_paths(config: dict, recipe: Path) -> dict:
+    """The `RECIPE_PATH_KEYS` of `config` with each relative path that is not found from the working folder
+    resolved beside `recipe`; a local-only input found nowhere is one `RecipeError` naming the recipe, key and path."""
+    resolved = {}
+    for key in RECIPE_PATH_KEYS:
+        value = config.get(key)
+        values = value if isinstance(value, list) else [value]
+        if not value or not all(isinstance(v, str) and not v.startswith("{") for v in values):
+            continue  # unset, or not a path (deepspeed also takes a mapping)
+        found = []
+        for v in values:
+            path = _resolve_input(key, v, recipe)
+            if path is None and _local_only(key, v):
+                raise RecipeError(f"{recipe}: {key}: {v} is not a file, neither from the working folder "
+                                  f"({Path.cwd()}) nor beside the recipe.")
+            found.append(path or v)
+        if found != values:
+            resolved[key] = found if isinstance(value, list) else found[0]
+    return resolved
+
+
+def check_input_paths(parsed: tuple, flags: set[str]) -> None:
+    """Each local-only input file given on the command line exists: one `RecipeError` naming the flag otherwise
+    (the recipe's own were checked by `read_recipe`)."""
+    for obj in parsed:
+        for key in flags & set(RECIPE_PATH_KEYS):
+            value = getattr(obj, key, None)
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, str) and _local_only(key, v) and not Path(v).expanduser().exists():
+                    raise RecipeError(f"command line: --{key}: {v} is not a file.")
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The recipe at `path` (a file, or a built-in recipe's short name) as a mapping, checked before TRL's parser
+    sees it: readable YAML of bounded size, no key given twice, a mapping, and data only (TRL's parser copies an
+    `env:` key into the process environment, where it could make Python import code). The input files it names are
+    resolved beside it when not found from the working folder (`resolve_recipe_paths`)."""
+    recipe = resolve_recipe(str(path))
     config = load_yaml_data(recipe)
     if not isinstance(config, dict):
         raise RecipeError(f"{path}: expected a YAML mapping of field: value, got {type(config).__name__}.")
@@ -95,7 +189,7 @@ def read_recipe(path: str) -> dict:
     if config.get("trust_remote_code") or (init_kwargs or {}).get("trust_remote_code"):
         raise RecipeError(f"{path}: `trust_remote_code` is not allowed in a recipe: it runs the model repository's "
                           "Python code; pass --trust_remote_code true on the command line if you trust it.")
-    return config
+    return {**config, **resolve_recipe_paths(config, recipe)}
 
 
 def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
@@ -108,12 +202,16 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
         index = argv.index("--config")
         if index + 1 >= len(argv):
             raise RecipeError("--config: expected a recipe path.")
-        recipe = argv[index + 1]
+        recipe = argv[index + 1] = str(resolve_recipe(argv[index + 1]))
         keys = read_recipe(recipe)
     parser = TrlParser(dataclass_types)
     parser.exit_on_error = False  # a bad value raises instead of printing the whole usage and exiting
+    # TRL reads the recipe file again and makes its values the defaults that flags override: give it the values
+    # `read_recipe` resolved (input paths beside the recipe), so a flag still wins and an error still names the recipe
+    set_defaults = parser.set_defaults_with_config
+    parser.set_defaults_with_config = lambda **config: set_defaults(**{**config, **{k: keys[k] for k in config}})
     try:
-        return parser.parse_args_and_config(args=argv)
+        parsed = parser.parse_args_and_config(args=argv)
     except argparse.ArgumentError as e:
         key = (e.argument_name or "").split("/")[0].lstrip("-")
         flags = {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")}
@@ -123,6 +221,8 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
         flags = [a for a in argv if a.startswith("--") and a != "--config"]
         source = "command line" if recipe is None else recipe if not flags else f"{recipe} or the command line"
         raise RecipeError(f"{source}: {e}") from None
+    check_input_paths(parsed, {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")})
+    return parsed
 
 
 def check_model_path(model_name_or_path: str | None) -> None:
@@ -140,7 +240,8 @@ def check_model_path(model_name_or_path: str | None) -> None:
         config = AutoConfig.from_pretrained(model_name_or_path)
     except (OSError, ValueError) as e:
         builds_it = not path.exists() and path.parts[:2] == ("outputs", "tiny")
-        hint = " Run `make tiny` to build the tiny default." if builds_it else ""
+        hint = (" Run `curiosft-tiny` (`make tiny` in a checkout) to build the tiny default (8-10 min on 2 cores)."
+                if builds_it else "")
         reason = str(e).splitlines()[0].rstrip(".")
         raise RecipeError(f"model_name_or_path: cannot load `{model_name_or_path}`: {reason}.{hint}") from None
     custom_causal = "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})  # a repository's own code
