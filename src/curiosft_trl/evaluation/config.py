@@ -165,3 +165,7 @@ class EvalConfig:
                 raise RecipeError(f"n_samples_overrides: expected `benchmark=n` with n >= 1, got {item!r}.")
             overrides[name.strip()] = int(n)
         return overrides
+
+
+def _default_eager() -> bool:
+    return not torch.cuda.is_available()
