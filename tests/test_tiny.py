@@ -282,3 +282,21 @@ def test_ensure_tiny_base_builds_atomically(tmp_path, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(path)
     assert AutoTokenizer.from_pretrained(path).eos_token == "<|im_end|>"
     assert model.config.model_type == "qwen2"
+
+
+def test_building_the_base_says_what_it_builds_how_long_it_takes_and_shows_progress(tmp_path, monkeypatch, capsys):
+    """`curiosft-tiny` (run by `make tiny` and a first `make sft`) tells a build before it starts, with its time on 2
+    cores and the busy-machine hint; pretraining shows a progress bar with an ETA; a complete base is not announced."""
+    import curiosft_trl.tiny.base as base
+    from curiosft_trl.cli.tiny import main
+
+    short = base.pretrain
+    monkeypatch.setattr(base, "pretrain", lambda model, tokenizer: short(model, tokenizer, steps=3))
+    main(["--output_dir", str(tmp_path)])
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0]
+    assert first.startswith(f"curiosft-tiny: building the tiny base model ({BASE_VERSION}) in {tmp_path}/base")
+    assert "8-10 min on 2 quiet cores" in first and "OMP_NUM_THREADS=1" in first
+    assert "tiny base pretraining" in err and "3/3" in err and "<00:00" in err  # tqdm's bar: done/total [elapsed<ETA]
+    main(["--output_dir", str(tmp_path)])
+    assert "curiosft-tiny: building" not in capsys.readouterr().out
