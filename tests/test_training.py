@@ -189,3 +189,61 @@ def test_a_save_that_fails_for_space_says_so_in_one_line(tmp_path, monkeypatch, 
     with pytest.raises(RunError, match=r"saving to .*out failed at step 2: the disk is full \(\d+ MiB free\)\. Free "
                                        r"space and run again"):
         sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file, save_strategy="no"))])
+
+
+def test_a_messages_row_with_only_the_assistant_turn_is_one_error(tmp_path):
+    import json
+
+    from curiosft_trl.errors import DataError
+    from curiosft_trl.sft.data import load_sft_dataset
+
+    data = tmp_path / "chats.jsonl"
+    rows = [{"messages": [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"}]},
+            {"messages": [{"role": "assistant", "content": "2"}]}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"chats.jsonl: row 1 has no user turn before its completion"):
+        load_sft_dataset(str(data))
+
+
+def test_a_max_length_that_cuts_every_completion_is_refused_before_training(tmp_path, tiny_model_dir, tiny_sft_file):
+    from curiosft_trl.errors import DataError
+
+    with pytest.raises(DataError, match=r"max_length 8 cuts every one of the 64 training rows before its completion "
+                                        r"starts.*raise max_length"):
+        sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)), "--max_length", "8"])
+    assert not (tmp_path / "out" / "checkpoint-1").exists()
+
+
+def test_a_dataset_folder_that_is_not_a_dataset_is_one_error(tmp_path):
+    from curiosft_trl.errors import DataError
+    from curiosft_trl.readers import load_raw_dataset
+
+    (tmp_path / "notes").mkdir()  # empty: `datasets` finds no data files in it
+    with pytest.raises(DataError, match=r"dataset_name: the folder .*notes cannot be read as a dataset"):
+        load_raw_dataset(str(tmp_path / "notes"))
+
+
+def test_a_function_that_would_swallow_trls_arguments_is_not_a_reward():
+    from curiosft_trl.rl.rewards import resolve_reward_funcs
+
+    with pytest.raises(RecipeError, match=r"`subprocess.run` is not a reward function"):
+        resolve_reward_funcs(["subprocess.run"])
+
+
+@pytest.mark.parametrize("change", ["shape", "keys"])
+def test_a_teacher_file_of_another_model_is_one_error_naming_it(tmp_path, tiny_model_dir, tiny_sft_file, change):
+    from safetensors.torch import save_file
+
+    out = tmp_path / "out"
+    sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file))])
+    teacher = out / "checkpoint-2" / "teacher" / "model.safetensors"
+    state = load_file(teacher)
+    name = sorted(state)[0]
+    if change == "shape":
+        state[name] = torch.zeros(3, 3)
+    else:
+        state["extra.weight"] = state.pop(name)
+    save_file(state, str(teacher), metadata={"format": "pt"})
+    expected = r"has shape \[3, 3\], the model's" if change == "shape" else r"differing tensors"
+    with pytest.raises(RecipeError, match=rf"{teacher}: the teacher saved there is not this model's .*{expected}"):
+        sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file)), "--max_steps", "3"])

@@ -42,7 +42,11 @@ def _load(name_or_path: str, split: str, config: str | None) -> Dataset:
         except Exception as e:  # what the check leaves to `datasets` (e.g. a column whose type changes between rows)
             raise DataError(f"{path}: cannot be read as a {builder} dataset ({_root_cause(e)}).") from e
     if path.is_dir():
-        return load_dataset(str(path), name=config, split=split)
+        try:
+            return load_dataset(str(path), name=config, split=split)
+        except Exception as e:  # an empty folder, unknown files, a missing split: `datasets` raises many types
+            raise DataError(f"dataset_name: the folder {path} cannot be read as a dataset ({_root_cause(e)}); "
+                            f"expected a {'/'.join(LOCAL_BUILDERS)} file, or a folder of them.") from None
     if name_or_path.startswith((".", "/", "~")) or name_or_path.endswith(tuple(LOCAL_BUILDERS)):
         raise DataError(f"dataset_name: {name_or_path} does not exist (a local path was expected).")
     try:

@@ -98,8 +98,13 @@ def training_lock(output_dir: str) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    with output_lock(output_dir, TRAINING_LOCK_FILE, "training run"):
-        yield
+    path = Path(output_dir).expanduser()
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        with output_lock(output_dir, TRAINING_LOCK_FILE, "training run"):
+            yield
+    finally:
+        _remove_if_empty(created)  # a run that stopped before writing anything leaves no folder behind
 
 
 def check_training_output(output_dir: str) -> None:
@@ -107,6 +112,7 @@ def check_training_output(output_dir: str) -> None:
     model loads: a read-only, immutable or foreign folder would otherwise fail at the first save, after training."""
     check_output_dir(output_dir, "checkpoints and the final model (a new path, or the folder of a run to resume)")
     path = Path(output_dir).expanduser()
+    created = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / f".write-test-{os.getpid()}"
@@ -115,6 +121,17 @@ def check_training_output(output_dir: str) -> None:
     except OSError as e:
         raise RecipeError(f"output_dir: {output_dir} is not writable ({e.strerror or e}); choose a folder this user "
                           "can write, or fix its permissions.") from None
+    finally:
+        _remove_if_empty(created)  # a run refused later writes nothing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove `folders` (deepest first) where they are empty: what a check or a lock made and nothing filled."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def checkpoint_bytes(model_name_or_path: str, with_teacher: bool) -> int | None:

@@ -211,7 +211,8 @@ def _import_without_cwd(module_name: str):
 
 
 def _is_reward_function(func) -> bool:
-    """A Python function that accepts `completions=` and the other keyword arguments TRL passes (`**kwargs`)."""
+    """A Python function that names a `completions` parameter and accepts the other keyword arguments TRL passes
+    (`**kwargs`): a function that would take TRL's arguments into its own `**kwargs` (`subprocess.run`) is not one."""
     if not inspect.isfunction(func):
         return False
     params = inspect.signature(func).parameters.values()
@@ -219,4 +220,5 @@ def _is_reward_function(func) -> bool:
     required = [p.name for p in params if p.default is inspect.Parameter.empty
                 and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                inspect.Parameter.KEYWORD_ONLY)]
-    return takes_kwargs and set(required) <= {"completions", "prompts", "completion_ids"}
+    names_completions = any(p.name == "completions" and p.kind is not inspect.Parameter.VAR_KEYWORD for p in params)
+    return takes_kwargs and names_completions and set(required) <= {"completions", "prompts", "completion_ids"}

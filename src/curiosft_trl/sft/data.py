@@ -93,6 +93,9 @@ def to_prompt_completion(dataset: Dataset, source: str, system_prompt: str | Non
         out["completion"] = _without_think_open(out["completion"])
         if _content_is_empty(out["completion"]):
             raise DataError(f"{source}: row {index} has an empty completion (an assistant turn was expected).")
+        if not text and not any(m.get("role") == "user" for m in out["prompt"]):
+            raise DataError(f"{source}: row {index} has no user turn before its completion; expected a prompt with "
+                            "the problem (a `user` message) before the assistant's answer.")
         return out
 
     return dataset.map(convert_checked, with_indices=True, remove_columns=dataset.column_names)
@@ -173,6 +176,10 @@ def report_truncation(trainer, train_dataset, training_args) -> None:
     lengths, starts = token_lengths(train_dataset, trainer.processing_class, trainer.chat_template)
     mode = "keep_start" if args.packing else args.truncation_mode
     cut, lost = truncation_counts(lengths, starts, args.max_length, mode)
+    if lost == len(lengths):
+        raise DataError(f"max_length {args.max_length} cuts every one of the {len(lengths):,} training rows before its "
+                        f"completion starts, so nothing would be trained; the shortest prompt takes {min(starts):,} "
+                        "tokens: raise max_length.")
     say = trainer.accelerator.print
     if cut == 0:
         say(f"All {len(lengths):,} training rows fit in max_length {args.max_length} tokens.")

@@ -17,6 +17,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.trainer.callbacks import SyncRefModelCallback
 
 from ..checkpoints import TEACHER_DIR, TEACHER_WEIGHTS
+from ..errors import RecipeError
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -108,7 +109,14 @@ def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, names: se
     with safe_open(str(path), framework="pt", device="cpu") as weights, torch.no_grad():
         if set(weights.keys()) != set(params):
             differing = sorted(set(weights.keys()) ^ set(params))[:5]
-            raise ValueError(f"{path} does not match the model: differing keys {differing}")
+            raise RecipeError(f"{path}: the teacher saved there is not this model's (differing tensors {differing}); "
+                              "resume from a checkpoint of this run, or pass --fresh_start.")
+        for name, p in params.items():  # a ZeRO-3 parameter's own shape is a placeholder: `ds_shape` is the real one
+            saved, wanted = tuple(weights.get_slice(name).get_shape()), tuple(getattr(p, "ds_shape", p.shape))
+            if saved != wanted:
+                raise RecipeError(f"{path}: the teacher saved there is not this model's ({name} has shape "
+                                  f"{list(saved)}, the model's {list(wanted)}); resume from a checkpoint of this "
+                                  "run, or pass --fresh_start.")
         for name, p in params.items():
             with _gathered(p, modifier_rank=0):
                 if reads:
