@@ -5,11 +5,13 @@ import sys
 from collections.abc import Callable
 
 from ..errors import DataError, RecipeError, RunError
+from ..known_warnings import quiet_known_warnings
 
 
 def run_cli(main: Callable[[], None]) -> None:
     """Run `main`, turning configuration and data errors into one `error: ...` line and exit status 2, and a failed
     run of a study's stage into its message (which quotes the run's log) and exit status 1."""
+    quiet_known_warnings()
     try:
         main()
     except (RecipeError, DataError, FileNotFoundError) as e:

@@ -7,6 +7,7 @@ Writes `<output_dir>/base` (the tiny base model, pretrained on diverse traces) a
 import argparse
 import time
 
+from ..known_warnings import quiet_known_warnings
 from ..tiny.base import (
     BASE_VERSION,
     BUILD_TIME,
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output_dir", default="outputs/tiny")
     parser.add_argument("--force", action="store_true", help="rebuild the base model even if it is complete")
     args = parser.parse_args(argv)
+    quiet_known_warnings()
     start, base_dir = time.time(), f"{args.output_dir}/base"
     if args.force or not is_complete(base_dir):
         print(f"curiosft-tiny: building the tiny base model ({BASE_VERSION}) in {base_dir}, once: a tokenizer, then "

@@ -13,14 +13,18 @@ prompt. From it:
 A reward function that scores no completion of a batch (all `None`/NaN) or any with an infinity stops the run with
 one error naming it (`check_rewards`).
 
-Both are appended to `self._metrics[mode]` like TRL's own metrics and averaged over each logging window.
+Both are appended to `self._metrics[mode]` like TRL's own metrics and averaged over each logging window. Its model
+card names a local base model (an SFT checkpoint) instead of TRL's "None" (`model_card.name_base_model`).
 """
+
+from pathlib import Path
 
 import torch
 from accelerate.utils import gather
 from trl import GRPOTrainer
 
 from ..errors import RecipeError
+from ..model_card import name_base_model
 from . import rewards
 
 
@@ -59,3 +63,8 @@ class CurioGRPOTrainer(GRPOTrainer):
         local = torch.tensor([float(rewards.timeouts() - timeouts_before)], device=rewards_per_func.device)
         self._metrics[mode]["grader_timeouts"].append(gather(local).sum().item())
         return rewards_per_func
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        name_base_model(Path(self.args.output_dir) / "README.md", self.model.config,
+                        self.hub_model_id or self.args.output_dir)

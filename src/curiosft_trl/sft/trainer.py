@@ -11,6 +11,7 @@ import json
 import os
 import textwrap
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import _ForwardRedirection
 from trl.trainer.utils import create_model_from_path
 
+from ..model_card import name_base_model
 from .config import CurioSFTConfig
 from .losses import IGNORE_INDEX, teacher_gold_logprobs
 from .teacher import TEACHER_DIR, TeacherSyncCallback, freeze, gathered_head, load_teacher, save_teacher
@@ -253,6 +255,20 @@ class CurioSFTTrainer(SFTTrainer):
         shared = {id(p) for name, p in params.items() if name not in load_result.missing_keys}
         missing = [k for k in load_result.missing_keys if k not in params or id(params[k]) not in shared]
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, naming the loss that trained (CurioSFT and its paper only for a CurioSFT loss) and the
+        base model when it is a local folder (`model_card.name_base_model`)."""
+        from .losses import LOSSES
+
+        loss = LOSSES[self.args.sft_loss]
+        if loss.name != "curiosft":  # an instance attribute: TRL's card reads `self._name` and `self._paper`
+            self._name = (f"CurioSFT's ablation `sft_loss: {loss.name}` ({loss.description})" if loss.distils
+                          else f"supervised fine-tuning, `sft_loss: {loss.name}` ({loss.description})")
+            self._paper = self._paper if loss.distils else {}
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        name_base_model(Path(self.args.output_dir) / "README.md", self.model.config,
+                        self.hub_model_id or self.args.output_dir)
 
 
 TOKENS_FILE = "curiosft_tokens.json"

@@ -1,0 +1,37 @@
+"""Third-party warnings that tell a user of these commands nothing to act on: each is silenced here, with the reason
+it is harmless. The CLIs call `quiet_known_warnings()` before they run (`cli.run_cli`); anything not
+listed here still prints.
+"""
+
+import logging
+import warnings
+
+# (action, message regex, category, why it is harmless)
+KNOWN_WARNINGS = [
+    ("ignore", r"TRL currently supports vLLM versions from", UserWarning,
+     "TRL 1.16 tests vLLM 0.22-0.31 and this project pins vLLM 0.32 on purpose, tested here with TRL (0.31 needs "
+     "transformers < 5.18; the README's Install says so); TRL warned at five import sites on every GRPO run"),
+    ("ignore", r"'pin_memory' argument is set as true but no accelerator is found", UserWarning,
+     "on a machine without a GPU, TrainingArguments' default dataloader_pin_memory=True has nothing to pin"),
+    ("ignore", r"`torch\.jit\.script` is deprecated", DeprecationWarning,
+     "DeepSpeed compiles a few helpers with torch.jit.script when torch.compile is unavailable; they still run"),
+    ("ignore", r"`torch\.distributed\.reduce_op` is deprecated", FutureWarning,
+     "DeepSpeed's comm layer reads torch's old alias of ReduceOp; the op is the same"),
+]
+
+# DeepSpeed logs this at import on every machine without a GPU; the CPU is the right accelerator there, and a GPU
+# machine never sees it
+DEEPSPEED_CPU_LINE = "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."
+
+
+def _not_deepspeed_cpu_line(record: logging.LogRecord) -> bool:
+    return record.getMessage() != DEEPSPEED_CPU_LINE
+
+
+def quiet_known_warnings() -> None:
+    """Install the filters for `KNOWN_WARNINGS` and DeepSpeed's CPU line (idempotent)."""
+    for action, message, category, _why in KNOWN_WARNINGS:
+        warnings.filterwarnings(action, message=message, category=category)
+    logger = logging.getLogger("DeepSpeed")  # DeepSpeed's own logger, made before or after this call
+    if _not_deepspeed_cpu_line not in logger.filters:
+        logger.addFilter(_not_deepspeed_cpu_line)
