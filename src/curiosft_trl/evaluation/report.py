@@ -50,17 +50,21 @@ def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
     """A summary table (avg@n in %, one row per checkpoint, ID/OOD averages) and a per-benchmark detail table.
 
     `groups`: benchmark -> group (default: the built-in registry's). With `results["reference"]` (`compare_to`),
-    a column `<column> (<reference>)` follows each benchmark or group for which the reference has a number.
+    a column `<column> (<reference>)` follows each benchmark or group for which the reference has a number. A group
+    of one benchmark here has no average column (it would repeat the benchmark's), unless the reference has a number
+    for the group.
     """
     models = results["models"]
     benches = list(results["n_samples"])
     groups = groups or {b: BENCHMARKS[b].group for b in benches}
+    ref = results.get("reference", {"models": {}})
     # id and ood first, as in the paper; then other groups in the order their benchmarks come
     order = ["id", "ood"] + [groups[b] for b in benches]
     present = [g for g in dict.fromkeys(order) if any(groups[b] == g for b in benches)]
+    present = [g for g in present if sum(groups[b] == g for b in benches) > 1
+               or any(r.get("averages", {}).get(g) is not None for r in ref["models"].values())]
     columns = [(f"{b} (avg@{results['n_samples'][b]})", "benchmarks", b) for b in benches]
     columns += [(f"{g.upper()} avg", "averages", g) for g in present]
-    ref = results.get("reference", {"models": {}})
     header, cells = [], {model: [] for model in models}
     for title, kind, key in columns:
         header.append(title)
@@ -93,6 +97,18 @@ def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Curves of several checkpoints often coincide (an SFT run that kept its base's entropy): each model gets its own line
+# style, so one does not hide another
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def entropy_xlim(hists: list) -> float:
+    """The right end of the entropy axis: the upper edge of the last bin any histogram fills (at least the first
+    bin's), so the axis spans the data rather than `ENTROPY_BINS`' whole 0-8 nats."""
+    filled = [int(np.flatnonzero(np.asarray(h))[-1]) for h in hists if np.any(np.asarray(h))]
+    return float(ENTROPY_BINS[max(filled, default=0) + 1])
+
+
 def plot(results: dict, entropy_hists: dict, out_dir: Path) -> list[Path]:
     """`pass_at_k.png` (one panel per benchmark, one curve per checkpoint) and `entropy_hist.png`; [] without
     matplotlib."""
@@ -111,17 +127,20 @@ def plot(results: dict, entropy_hists: dict, out_dir: Path) -> list[Path]:
         rows = -(-len(benches) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
         for ax, b in zip(axes.flat, benches):
-            for model, r in results["models"].items():
-                m = r["benchmarks"][b]
+            for i, (model, r) in enumerate(results["models"].items()):
+                m, style = r["benchmarks"][b], LINE_STYLES[i % len(LINE_STYLES)]
                 if draw == "pass":
                     ks = sorted(int(k[5:]) for k in m if k.startswith("pass@"))
-                    ax.plot(ks, [100 * m[f"pass@{k}"] for k in ks], marker="o", label=model)
+                    ax.plot(ks, [100 * m[f"pass@{k}"] for k in ks], marker="o", linestyle=style, alpha=0.85,
+                            label=model)
                     ax.set_xscale("log", base=2)
                     ax.set(xlabel="k", ylabel="pass@k (%)")
                 else:
                     counts = np.asarray(entropy_hists[(model, b)], dtype=float)
-                    ax.stairs(counts / max(counts.sum(), 1), ENTROPY_BINS, label=model)
-                    ax.set(xlabel="token entropy (nats)", ylabel="fraction of tokens", yscale="log")
+                    ax.stairs(counts / max(counts.sum(), 1), ENTROPY_BINS, linestyle=style, linewidth=1.5,
+                              alpha=0.85, label=model)
+                    ax.set(xlabel="token entropy (nats)", ylabel="fraction of tokens", yscale="log",
+                           xlim=(0, entropy_xlim([entropy_hists[(mo, b)] for mo in results["models"]])))
             ax.set_title(b)
         for ax in list(axes.flat)[len(benches):]:
             ax.axis("off")
