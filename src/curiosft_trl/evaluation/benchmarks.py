@@ -1,4 +1,5 @@
-"""The benchmark registry: name -> where the data lives (hub id/split/revision, or a local JSONL file) and how it is graded.
+"""The benchmark registry: name -> where the data lives (hub id/split/revision, or a local JSONL file) and how it is
+graded.
 
 The registry is data: `benchmarks.yaml` beside this file (shown as `eval/benchmarks.yaml`) holds every built-in
 benchmark and the suites (`paper` = `id` + `ood`, `tiny`); files of the same schema named by the eval recipe's
@@ -107,16 +108,23 @@ def read_registry(path: str | Path, base: Registry | None = None, builtin: bool 
             _check_new_name(path, "suites", name, registry)
         if not isinstance(members, list) or not members:
             raise DataError(f"{path}: suites.{name}: expected a list of benchmark or suite names, got {members!r}.")
-        expanded: list[str] = []
-        for member in members:
-            if member in registry.suites:
-                expanded += registry.suites[member]
-            elif member in registry.benchmarks:
-                expanded.append(member)
-            else:
-                raise DataError(f"{path}: suites.{name}: {member!r} is not a benchmark or a suite defined before it.")
-        registry.suites[name] = list(dict.fromkeys(expanded))
+        registry.suites[name] = _expand(members, registry, lambda member: DataError(
+            f"{path}: suites.{name}: {member!r} is not a benchmark or a suite defined before it."))
     return registry
+
+
+def _expand(names: list[str], registry: Registry, unknown) -> list[str]:
+    """Benchmark and suite names -> benchmark names, in order, without repeats; `unknown(name)` is the error to raise
+    for a name that is neither."""
+    out: list[str] = []
+    for name in names:
+        if name in registry.suites:
+            out += registry.suites[name]
+        elif name in registry.benchmarks:
+            out.append(name)
+        else:
+            raise unknown(name)
+    return list(dict.fromkeys(out))
 
 
 def _check_new_name(path: Path, section: str, name, registry: Registry) -> None:
@@ -205,24 +213,16 @@ def resolve_benchmarks(names: list[str], benchmark_files: list[str] | tuple[str,
     """Benchmark and suite names (`paper`, `id`, `ood`, `tiny`, and those of `benchmark_files`) -> benchmarks, in
     order, without repeats."""
     registry = load_registry(benchmark_files)
-    out: list[str] = []
-    for name in names:
-        if name in registry.suites:
-            out += registry.suites[name]
-        elif name in registry.benchmarks:
-            out.append(name)
-        else:
-            known = ", ".join(list(registry.benchmarks) + [f"{s} (suite)" for s in registry.suites])
-            raise DataError(f"unknown benchmark {name!r}; known: {known}.")
-    return [registry.benchmarks[n] for n in dict.fromkeys(out)]
+    known = ", ".join(list(registry.benchmarks) + [f"{s} (suite)" for s in registry.suites])
+    out = _expand(names, registry, lambda name: DataError(f"unknown benchmark {name!r}; known: {known}."))
+    return [registry.benchmarks[n] for n in out]
 
 
 def choice_prompt(question: str, choices: list[str]) -> str:
     """`question`, the lettered choices one a line, and the boxed-letter instruction."""
-    letters = string.ascii_uppercase
-    if len(choices) > len(letters):
-        raise DataError(f"{len(choices)} choices: at most {len(letters)} are supported.")
-    lines = [f"{letters[i]}) {c}" for i, c in enumerate(choices)]
+    if len(choices) > len(string.ascii_uppercase):
+        raise DataError(f"{len(choices)} choices: at most {len(string.ascii_uppercase)} are supported.")
+    lines = [f"{letter}) {c}" for letter, c in zip(string.ascii_uppercase, choices)]
     return f"{question.strip()}\n\n" + "\n".join(lines) + f"\n\n{CHOICE_INSTRUCTION}"
 
 
@@ -309,12 +309,8 @@ def read_sources(data_dir: str | Path) -> dict:
         raise DataError(f"{path}: not valid JSON ({e.msg}); delete it and run `make data` again.") from e
 
 
-def load_benchmark(
-    benchmark: Benchmark,
-    data_dir: str | Path | None,
-    system_prompt: str | None,
-    max_problems: int | None = None,
-) -> tuple[list[dict], str]:
+def load_benchmark(benchmark: Benchmark, data_dir: str | Path | None, system_prompt: str | None,
+                   max_problems: int | None = None) -> tuple[list[dict], str]:
     """Rows `{id, messages, gold, kind, num_choices}` and the data's source (file path + sha256, or hub id@revision).
 
     `data_dir=None` loads the hub copy. A missing local file is an error naming the file (never a silent hub
@@ -361,15 +357,8 @@ def prompt_rows(benchmark: Benchmark, raw: list[dict], system_prompt: str | None
             if "problem" not in r:
                 raise DataError(f"{where}: math rows need `problem`.")
             text, num_choices = r["problem"], None
-        rows.append(
-            {
-                "id": str(r.get("id", i)),
-                "messages": prompt_messages(text, system_prompt),
-                "gold": str(r["answer"]),
-                "kind": benchmark.kind,
-                "num_choices": num_choices,
-            }
-        )
+        rows.append({"id": str(r.get("id", i)), "messages": prompt_messages(text, system_prompt),
+                     "gold": str(r["answer"]), "kind": benchmark.kind, "num_choices": num_choices})
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise DataError(f"{benchmark.name}: row ids are not unique (the generation cache is keyed on them).")

