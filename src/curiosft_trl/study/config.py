@@ -92,9 +92,8 @@ def load_study_config(path: str, overrides: dict | None = None, default_stages: 
         if stage not in stages and set(raw) & keys:
             raise RecipeError(f"{path}: {', '.join(sorted(set(raw) & keys))} belong to the `{stage}` stage, which "
                               f"`stages` ({', '.join(stages)}) does not run.")
-    required = ["base", "sft_recipe", "output_dir", "arms"] + (["dataset_name"] if "split" in stages else
-                                                               ["heldout_dataset_name"])
-    required += ["rl_recipe", "eval_recipe"] if "grpo" in stages else []
+    required = ["base", "sft_recipe", "output_dir", "arms", "dataset_name" if "split" in stages else
+                "heldout_dataset_name", *(["rl_recipe", "eval_recipe"] if "grpo" in stages else [])]
     for key in required:
         if not raw.get(key):
             raise RecipeError(f"{path}: `{key}` is required.")
@@ -127,9 +126,9 @@ def arm_of(path: str, name: str, spec: dict, seeds: list[int] | None) -> Arm:
     if bool(own or seeds) == bool(checkpoints):
         raise RecipeError(f"{path}: arms.{name}: give either `seeds` (a list of integers: train) or `checkpoints` "
                           "(a list of model folders: evaluate as given).")
-    for key, values in (("seeds", own), ("checkpoints", checkpoints)):
+    for key, values, kind in (("seeds", own, int), ("checkpoints", checkpoints, str)):
         if values is not None:
-            check_distinct(f"{path}: arms.{name}.{key}", values, int if key == "seeds" else str)
+            check_distinct(f"{path}: arms.{name}.{key}", values, kind)
     return Arm(name, spec, [] if checkpoints else list(own or seeds), [str(c) for c in checkpoints or []])
 
 
@@ -168,8 +167,8 @@ def check_stage_recipes(cfg: StudyConfig) -> None:
 
     def parse(types: tuple, recipe: str, settings: dict, where: str, on_cpu: bool = True) -> tuple:
         try:
-            return parse_recipe(types, ["--config", recipe, *cli_flags(settings), *(cpu_flags(settings) if on_cpu
-                                                                                     else [])])
+            flags = cli_flags(settings) + (cpu_flags(settings) if on_cpu else [])
+            return parse_recipe(types, ["--config", recipe, *flags])
         except RecipeError as e:
             raise RecipeError(f"{where} (as passed to {recipe}): {e}") from None
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import DataError
 from ..sft.losses import entropy_from_logits
@@ -30,8 +31,9 @@ def encode_heldout(tokenizer, rows: Sequence[dict]) -> list[tuple[list[int], int
         full = render(row["prompt"] + row["completion"])
         start = common_prefix_length(render(row["prompt"], add_generation_prompt=True), full)
         if not 0 < start < len(full):
-            raise DataError(f"held-out row {i}: the chat template leaves {'no prompt' if start == 0 else 'no completion'}"
-                            " token to score; expected a prompt and a non-empty completion.")
+            missing = "no prompt" if start == 0 else "no completion"
+            raise DataError(f"held-out row {i}: the chat template leaves {missing} token to score; expected a prompt "
+                            "and a non-empty completion.")
         encoded.append((full, start))
     return encoded
 
@@ -45,12 +47,8 @@ def token_stats(model, encoded: Sequence[tuple[list[int], int]], batch_size: int
     entropy, nll, row_ids = [], [], []
     for first in range(0, len(encoded), batch_size):
         batch = encoded[first : first + batch_size]
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.zeros(len(batch), width, dtype=torch.long)
-        attention = torch.zeros(len(batch), width, dtype=torch.long)
-        for i, (ids, _) in enumerate(batch):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            attention[i, : len(ids)] = 1
+        input_ids = pad_sequence([torch.tensor(ids, dtype=torch.long) for ids, _ in batch], batch_first=True)
+        attention = pad_sequence([torch.ones(len(ids), dtype=torch.long) for ids, _ in batch], batch_first=True)
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         for i, (ids, start) in enumerate(batch):
             # the logits at position t predict token t + 1: completion tokens start..len-1 are scored by start-1..len-2

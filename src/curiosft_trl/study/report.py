@@ -40,8 +40,6 @@ CLAIMS = ("CurioSFT's entropy after SFT is higher than NLL's",
           "after the same GRPO, the CurioSFT start ends higher",
           "the fixed-temperature and live-teacher ablations are worse than the full method")
 
-# ---------------------------------------------------------------------------------------------- one checkpoint
-
 
 def token_summary(stats: dict, buckets: torch.Tensor, n_buckets: int) -> dict:
     """One SFT checkpoint's held-out tokens: mean entropy and NLL, and mean entropy per base bucket (the top one is
@@ -59,12 +57,10 @@ def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict
     from ..evaluation.harness import samples_file
     from ..tiny.task import fork_choices
 
-    m = results["models"][model]["benchmarks"][bench]
-    n = results["n_samples"][bench]
+    m, n = results["models"][model]["benchmarks"][bench], results["n_samples"][bench]
     passes = {int(k[5:]): v for k, v in m.items() if k.startswith("pass@")}
     by_level: dict[int, list[bool]] = {}
-    branches = {"short": 0, "long": 0, "none": 0}
-    samples = samples_file(eval_dir, model, bench)
+    branches, samples = {"short": 0, "long": 0, "none": 0}, samples_file(eval_dir, model, bench)
     if (levels or problems) and samples.is_file():
         for line in samples.read_text().splitlines():
             record = json.loads(line)
@@ -90,9 +86,6 @@ def reward_curve(grpo_dir: Path) -> list[tuple[int, float]]:
     return [(e["step"], e["reward"]) for e in history if "reward" in e]
 
 
-# ------------------------------------------------------------------------------------------------ across runs
-
-
 def across(combine, *groups: list, skip: frozenset = frozenset()):
     """`combine(*values)` at every number of the runs' common structure, dicts key by key (less `skip`) and lists
     item by item: `across(mean_ci, [{"avg": 0.5, "pass": {1: 0.4}}, ...])` -> `{"avg": ci, "pass": {1: ci}}`;
@@ -113,13 +106,11 @@ def entropy_pairs(arm: list[dict], ref: list[dict]) -> dict:
         return math.log(x["entropy_by_bucket"][b] / y["entropy_by_bucket"][b])
 
     n = len(arm[0]["entropy_by_bucket"])
-    return {
-        "entropy": paired_ci([x["entropy"] for x in arm], [y["entropy"] for y in ref]),
-        "entropy_by_bucket": [paired_ci([x["entropy_by_bucket"][b] for x in arm],
-                                        [y["entropy_by_bucket"][b] for y in ref]) for b in range(n)],
-        "log_ratio_by_bucket": [mean_ci([log_ratio(x, y, b) for x, y in zip(arm, ref)]) for b in range(n)],
-        "forks_vs_determined": mean_ci([log_ratio(x, y, n - 1) - log_ratio(x, y, 0) for x, y in zip(arm, ref)]),
-    }
+    return {"entropy": paired_ci([x["entropy"] for x in arm], [y["entropy"] for y in ref]),
+            "entropy_by_bucket": [paired_ci([x["entropy_by_bucket"][b] for x in arm],
+                                            [y["entropy_by_bucket"][b] for y in ref]) for b in range(n)],
+            "log_ratio_by_bucket": [mean_ci([log_ratio(x, y, b) for x, y in zip(arm, ref)]) for b in range(n)],
+            "forks_vs_determined": mean_ci([log_ratio(x, y, n - 1) - log_ratio(x, y, 0) for x, y in zip(arm, ref)])}
 
 
 def entropy_verdicts(diff: dict | None) -> dict:
@@ -127,15 +118,14 @@ def entropy_verdicts(diff: dict | None) -> dict:
     (`entropy_pairs`; see the module docstring)."""
     if diff is None:
         why = f"needs both the {METHOD} and {REFERENCE} arms trained on the same seeds (or given as checkpoints)"
-        return {"claim_1": f"{INCONCLUSIVE} ({why})", "claim_2": f"{INCONCLUSIVE} ({why})"}
-    forks, concentration = sign_verdict(diff["log_ratio_by_bucket"][-1]), sign_verdict(diff["forks_vs_determined"])
-    if forks == HOLDS and concentration == HOLDS:
-        claim_2 = HOLDS
-    elif DOES_NOT_HOLD in (forks, concentration):
-        claim_2 = DOES_NOT_HOLD
-    else:
-        claim_2 = INCONCLUSIVE
-    return {"claim_1": sign_verdict(diff["entropy"]), "claim_2": claim_2}
+        return dict.fromkeys(("claim_1", "claim_2"), f"{INCONCLUSIVE} ({why})")
+    return {"claim_1": sign_verdict(diff["entropy"]), "claim_2": _every(
+        [sign_verdict(diff["log_ratio_by_bucket"][-1]), sign_verdict(diff["forks_vs_determined"])])}
+
+
+def _every(verdicts: list[str]) -> str:
+    """HOLDS when every one of `verdicts` holds, DOES_NOT_HOLD when any does not, INCONCLUSIVE otherwise."""
+    return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else HOLDS if set(verdicts) == {HOLDS} else INCONCLUSIVE
 
 
 def study_verdicts(diff: dict | None, ablations: dict, n: int) -> dict:
@@ -150,7 +140,7 @@ def study_verdicts(diff: dict | None, ablations: dict, n: int) -> dict:
     if len(found) < len(ablations):
         claim_5 = f"{INCONCLUSIVE} (needs --arms all: {', '.join(a for a, d in ablations.items() if not d)} not run)"
     else:
-        claim_5 = DOES_NOT_HOLD if DOES_NOT_HOLD in found else HOLDS if set(found) == {HOLDS} else INCONCLUSIVE
+        claim_5 = _every(found)
     return {**entropy_verdicts(diff["sft"]), "claim_3": claim_3, "claim_4": sign_verdict(diff["grpo"]["avg"]),
             "claim_5": claim_5}
 
@@ -210,14 +200,10 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
     bucket_info = [{"base_entropy_min": base_entropy[buckets == b].min().item(),
                     "base_entropy_max": base_entropy[buckets == b].max().item(),
                     "tokens": int((buckets == b).sum())} for b in range(n)]
-    report = {
-        "base": cfg.base, "gguf_source": gguf_source(cfg.base), "stages": cfg.stages, "recipes": recipes,
-        "shared": {k: getattr(cfg, k) for k in recipes}, "sft_recipe": cfg.sft_recipe, "sft": cfg.sft,
-        "buckets": bucket_info, "tokens": len(base_entropy), "runs": per_run, "arms": per_arm, "paired": vs_reference,
-        "timings_s": timings,
-    }
-    if split:
-        report["split"] = split
+    report = {"base": cfg.base, "gguf_source": gguf_source(cfg.base), "stages": cfg.stages, "recipes": recipes,
+              "shared": {k: getattr(cfg, k) for k in recipes}, "sft_recipe": cfg.sft_recipe, "sft": cfg.sft,
+              "buckets": bucket_info, "tokens": len(base_entropy), "runs": per_run, "arms": per_arm,
+              "paired": vs_reference, "timings_s": timings, **({"split": split} if split else {})}
     if results:
         ablations = {a: paired(METHOD, a) for a in ABLATIONS}
         report |= {"benchmark": bench, "n_samples": results["n_samples"][bench],
@@ -230,9 +216,6 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
     for key in ("runs", "arms", "paired"):
         report[key] = {name: {k: v for k, v in x.items() if k != "sft"} | x["sft"] for name, x in report[key].items()}
     return report
-
-
-# ---------------------------------------------------------------------------------------------------- markdown
 
 
 def _pct(ci: dict) -> str:
@@ -280,28 +263,34 @@ def sft_part(report: dict, summary: dict) -> dict:
     return summary["sft"] if "grpo" in report["stages"] else summary
 
 
+def _row(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _head(*cells) -> list[str]:
+    """A markdown table's header row and the rule under it."""
+    return [_row(*cells), "|" + "---|" * len(cells)]
+
+
 def entropy_tables(report: dict) -> list[str]:
     n = len(report["buckets"])
     base = sft_part(report, report["runs"]["base"])
-    lines = ["| arm | seeds | H | NLL | " + " | ".join(f"H q{b + 1}" for b in range(n)) + " |", "|" + "---|" * (4 + n),
-             f"| base | - | {base['entropy']:.3f} | {base['nll']:.3f} | "
-             + " | ".join(f"{h:.3f}" for h in base["entropy_by_bucket"]) + " |"]
+    lines = [*_head("arm", "seeds", "H", "NLL", *(f"H q{b + 1}" for b in range(n))),
+             _row("base", "-", *(f"{h:.3f}" for h in (base["entropy"], base["nll"], *base["entropy_by_bucket"])))]
     for name, arm in report["arms"].items():
         s = sft_part(report, arm)
-        lines.append(f"| {name} | {s['entropy']['n']} | {format_ci(s['entropy'])} | {format_ci(s['nll'])} | "
-                     + " | ".join(format_ci(c) for c in s["entropy_by_bucket"]) + " |")
+        lines.append(_row(name, s["entropy"]["n"], *map(format_ci, (s["entropy"], s["nll"], *s["entropy_by_bucket"]))))
     bucket_row = " | ".join(f"{b['base_entropy_min']:.2f}-{b['base_entropy_max']:.2f}" for b in report["buckets"])
     lines += [f"| (base H range) | | | | {bucket_row} |", ""]
     if report["paired"]:
         lines += [f"Paired differences against `{REFERENCE}` (same seed):", "",
-                  f"| arm - {REFERENCE} | seeds | ΔH | ΔNLL | " + " | ".join(f"ΔH q{b + 1}" for b in range(n))
-                  + f" | log(H/H_nll) q{n} | log(H/H_nll) q1 | q{n} - q1 |", "|" + "---|" * (7 + n)]
+                  *_head(f"arm - {REFERENCE}", "seeds", "ΔH", "ΔNLL", *(f"ΔH q{b + 1}" for b in range(n)),
+                         f"log(H/H_nll) q{n}", "log(H/H_nll) q1", f"q{n} - q1")]
         for name, d in report["paired"].items():
             s = sft_part(report, d)
-            lines.append(f"| {name} | {len(d['pairs'])} | {format_ci(s['entropy'])} | {format_ci(s['nll'])} | "
-                         + " | ".join(format_ci(c) for c in s["entropy_by_bucket"])
-                         + f" | {format_ci(s['log_ratio_by_bucket'][-1])} | {format_ci(s['log_ratio_by_bucket'][0])}"
-                         f" | {format_ci(s['forks_vs_determined'])} |")
+            lines.append(_row(name, len(d["pairs"]), *map(format_ci, (
+                s["entropy"], s["nll"], *s["entropy_by_bucket"], s["log_ratio_by_bucket"][-1],
+                s["log_ratio_by_bucket"][0], s["forks_vs_determined"]))))
         lines.append("")
     return lines
 
@@ -309,43 +298,35 @@ def entropy_tables(report: dict) -> list[str]:
 def accuracy_tables(report: dict) -> list[str]:
     n, stages = report["n_samples"], ("sft", "grpo")
     base = report["runs"]["base"]["sft"]
-    heads = " | ".join(f"{stage} {m}" for stage in ("SFT", "GRPO") for m in (f"avg@{n}", "pass@1", f"pass@{n}"))
-    lines = [f"| arm | seeds | {heads} |", "|" + "---|" * 8,
+    lines = [*_head("arm", "seeds", *(f"{stage} {m}" for stage in ("SFT", "GRPO") for m in (f"avg@{n}", "pass@1",
+                                                                                            f"pass@{n}"))),
              f"| base | - | {100 * base['avg']:.1f} | {100 * base['pass'][1]:.1f} | {100 * base['pass'][n]:.1f} "
              "| | | |"]
     for name, a in report["arms"].items():
         cells = [a[stage][key] if key == "avg" else a[stage]["pass"][key] for stage in stages for key in ("avg", 1, n)]
-        lines.append(f"| {name} | {len(a['seeds'])} | " + " | ".join(_pct(c) for c in cells) + " |")
-    if report["levels"]:
-        lines += ["", f"avg@{n} by level after GRPO (%):", "",
-                  "| arm | " + " | ".join(f"level {lvl}" for lvl in report["levels"]) + " |",
-                  "|" + "---|" * (1 + len(report["levels"]))]
+        lines.append(_row(name, len(a["seeds"]), *map(_pct, cells)))
+    if levels := report["levels"]:
+        lines += ["", f"avg@{n} by level after GRPO (%):", "", *_head("arm", *(f"level {lvl}" for lvl in levels))]
         for name, a in report["arms"].items():
-            lines.append(f"| {name} | " + " | ".join(_pct(a["grpo"]["levels"][lvl]) for lvl in report["levels"]) + " |")
+            lines.append(_row(name, *(_pct(a["grpo"]["levels"][lvl]) for lvl in levels)))
     if any("short_branch" in a["sft"] for a in report["arms"].values()):
         lines += ["", "Short branch at the forks (% of the forks where a sample repeated the larger factor; the "
                   "demonstrations take it on about half of them):", "",
-                  "| arm | after SFT | after GRPO | Δ vs nll after SFT | Δ vs nll after GRPO |",
-                  "|---|---|---|---|---|", f"| base | {100 * base['short_branch']:.1f} | | | |"]
+                  *_head("arm", "after SFT", "after GRPO", "Δ vs nll after SFT", "Δ vs nll after GRPO"),
+                  f"| base | {100 * base['short_branch']:.1f} | | | |"]
         for name, a in report["arms"].items():
             d = report["paired"].get(name)
             deltas = [_pct(d[stage]["short_branch"]) if d else "" for stage in stages]
-            lines.append(f"| {name} | {_pct(a['sft']['short_branch'])} | {_pct(a['grpo']['short_branch'])} | "
-                         f"{deltas[0]} | {deltas[1]} |")
+            lines.append(_row(name, *(_pct(a[stage]["short_branch"]) for stage in stages), *deltas))
     if report["paired"] or report["ablations"]:
         lines += ["", "Paired accuracy differences (same seed):", "",
-                  f"| difference | seeds | Δ SFT avg@{n} | Δ SFT pass@{n} | Δ GRPO avg@{n} | Δ GRPO pass@{n} |",
-                  "|" + "---|" * 6]
+                  *_head("difference", "seeds", *(f"Δ {s} {m}@{n}" for s in ("SFT", "GRPO") for m in ("avg", "pass")))]
         rows = [(f"{name} - {REFERENCE}", d) for name, d in report["paired"].items()]
         rows += [(f"{METHOD} - {name}", d) for name, d in report["ablations"].items()]
         for label, d in rows:
-            s, g = d["sft"], d["grpo"]
-            lines.append(f"| {label} | {len(d['pairs'])} | {_pct(s['avg'])} | {_pct(s['pass'][n])} | {_pct(g['avg'])}"
-                         f" | {_pct(g['pass'][n])} |")
+            lines.append(_row(label, len(d["pairs"]), *(_pct(d[s][m]) if m == "avg" else _pct(d[s]["pass"][n])
+                                                        for s in stages for m in ("avg", "pass"))))
     return lines + [""]
-
-
-# ------------------------------------------------------------------------------------------------------- plots
 
 
 def plots(report: dict, out: Path) -> list[str]:
@@ -399,10 +380,9 @@ def plots(report: dict, out: Path) -> list[str]:
     if "eval" not in report["stages"]:
         return written
 
-    ks = report["ks"]
+    ks, base = report["ks"], report["runs"]["base"]["sft"]["pass"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, stage in zip(axes, ("sft", "grpo")):
-        base = report["runs"]["base"]["sft"]["pass"]
         ax.plot(ks, [100 * base[k] for k in ks], "k--", marker="o", label="base")
         for name, a in report["arms"].items():
             cis = [a[stage]["pass"][k] for k in ks]
@@ -418,8 +398,7 @@ def plots(report: dict, out: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, a in report["arms"].items():
-        curve = a["grpo"]["reward_curve"]
-        if curve:
+        if curve := a["grpo"]["reward_curve"]:
             ax.plot([s for s, _ in curve], [r for _, r in curve], label=name, color=colors[name])
     ax.set(xlabel="GRPO step", ylabel="train reward (mean over seeds)")
     if ax.get_legend_handles_labels()[0]:  # runs that logged no reward draw no curve

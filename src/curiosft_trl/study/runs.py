@@ -52,7 +52,7 @@ def check_distinct(where: str, values, kind: type) -> None:
     run look certain."""
     if not isinstance(values, list) or not values or not all(
             isinstance(v, kind) and not isinstance(v, bool) for v in values):
-        what = {int: "integers", str: "strings"}.get(kind, kind.__name__)
+        what = "integers" if kind is int else "strings"
         raise RecipeError(f"{where}: expected a non-empty list of {what}, got {values!r}.")
     repeated = sorted({str(v) for v in values if values.count(v) > 1})
     if repeated:
@@ -84,12 +84,10 @@ def check_shared(source: str, key: str, settings, owned: set[str]) -> dict:
     settings = settings or {}
     if not isinstance(settings, dict):
         raise RecipeError(f"{source}: {key}: expected a mapping of field: value.")
-    taken = sorted(set(settings) & owned)
-    if taken:
-        raise RecipeError(f"{source}: {key}: {', '.join(taken)} are set by the study itself, the same for every arm.")
-    leaked = sorted(set(settings) & loss_fields())
-    if leaked:
-        raise RecipeError(f"{source}: {key}: {', '.join(leaked)} are loss fields: set them per arm, under `arms:`.")
+    for keys, why in ((owned, "are set by the study itself, the same for every arm."),
+                      (loss_fields(), "are loss fields: set them per arm, under `arms:`.")):
+        if set(settings) & keys:
+            raise RecipeError(f"{source}: {key}: {', '.join(sorted(set(settings) & keys))} {why}")
     return settings
 
 
@@ -154,15 +152,19 @@ def run_stage(stage: str, recipe: str, settings: dict, flags: list[str], run_dir
         return None
     log = run_dir / "train.log"
     print(f"{label}: training (log: {log})", flush=True)
-    command = [sys.executable, "-m", f"curiosft_trl.cli.{stage}", "--config", recipe, *flags,
-               "--output_dir", str(run_dir), *cpu_flags(settings)]
     start = time.perf_counter()
+    _run(stage, [recipe, *flags, "--output_dir", str(run_dir), *cpu_flags(settings)], log, f"{label}: ")
+    return time.perf_counter() - start
+
+
+def _run(stage: str, args: list[str], log: Path, label: str) -> None:
+    """`curiosft-<stage> --config ARGS` in its own process, appending to `log`; failed: a `RunError` quoting it."""
     with log.open("a") as out:
-        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run([sys.executable, "-m", f"curiosft_trl.cli.{stage}", "--config", *args], stdout=out,
+                                stderr=subprocess.STDOUT)
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RunError(f"{label}: curiosft-{stage} failed (exit {result.returncode}); the end of {log}:\n{tail}")
-    return time.perf_counter() - start
+        raise RunError(f"{label}curiosft-{stage} failed (exit {result.returncode}); the end of {log}:\n{tail}")
 
 
 def run_eval(recipe: str, settings: dict, models: list[str], out: Path) -> dict:
@@ -171,11 +173,6 @@ def run_eval(recipe: str, settings: dict, models: list[str], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "eval.log"
     print(f"[eval] {len(models)} checkpoints (log: {log})", flush=True)
-    command = [sys.executable, "-m", "curiosft_trl.cli.eval", "--config", recipe, *cli_flags(settings),
-               "--model_name_or_paths", *models, "--output_dir", str(out), "--skip_missing", "false"]
-    with log.open("a") as f:
-        result = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
-        raise RunError(f"curiosft-eval failed (exit {result.returncode}); the end of {log}:\n{tail}")
+    _run("eval", [recipe, *cli_flags(settings), "--model_name_or_paths", *models, "--output_dir", str(out),
+                  "--skip_missing", "false"], log, "")
     return json.loads((out / "results.json").read_text())

@@ -48,11 +48,7 @@ def sign_verdict(ci: dict) -> str:
     there is no interval (one seed)."""
     if ci["lo"] is None:
         return INCONCLUSIVE
-    if ci["lo"] > 0:
-        return HOLDS
-    if ci["hi"] < 0:
-        return DOES_NOT_HOLD
-    return INCONCLUSIVE
+    return HOLDS if ci["lo"] > 0 else DOES_NOT_HOLD if ci["hi"] < 0 else INCONCLUSIVE
 
 
 def format_ci(ci: dict, digits: int = 3) -> str:

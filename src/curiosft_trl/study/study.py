@@ -14,6 +14,7 @@ What each stage keeps in `output_dir` (a finished split, run, evaluation or scor
 Then `report.json`, `report.md` and the plots (`study.report`); `timings.json` keeps each training run's wall time.
 """
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -23,14 +24,17 @@ from ..files import atomic_write_text, read_jsonl
 from .config import StudyConfig
 from .runs import Arm, cli_flags, run_eval, run_stage
 
-# --------------------------------------------------------------------------------------------------- the split
+
+def sft_settings(cfg: StudyConfig) -> dict:
+    """The SFT recipe's fields with the study's shared `sft:` over them: what every arm trains with."""
+    from ..recipe import read_recipe
+
+    return {**read_recipe(cfg.sft_recipe), **cfg.sft}
 
 
 def chat_template(cfg: StudyConfig) -> str | None:
     """The text of the chat template every arm trains with (the SFT recipe's `chat_template_path`, or `sft:`'s)."""
-    from ..recipe import read_recipe
-
-    path = {**read_recipe(cfg.sft_recipe), **cfg.sft}.get("chat_template_path")
+    path = sft_settings(cfg).get("chat_template_path")
     if not path:
         return None
     if not Path(path).is_file():
@@ -51,8 +55,6 @@ def load_tokenizer(cfg: StudyConfig):
 
 
 def split_settings(cfg: StudyConfig) -> dict:
-    import hashlib
-
     keys = ("base", "dataset_name", "dataset_split", "heldout_dataset_name", "system_prompt", "max_length",
             "train_rows", "heldout_rows", "split_seed")
     template = chat_template(cfg)
@@ -118,14 +120,10 @@ def heldout_rows(cfg: StudyConfig) -> list[dict]:
     if "split" in cfg.stages:
         return read_jsonl(Path(cfg.output_dir) / "data" / "heldout.jsonl")
     from ..prompts import SYSTEM_PROMPT
-    from ..recipe import read_recipe
     from ..sft.data import load_sft_dataset
 
-    system_prompt = {**read_recipe(cfg.sft_recipe), **cfg.sft}.get("system_prompt", SYSTEM_PROMPT)
+    system_prompt = sft_settings(cfg).get("system_prompt", SYSTEM_PROMPT)
     return list(load_sft_dataset(cfg.heldout_dataset_name, system_prompt=system_prompt))
-
-
-# ---------------------------------------------------------------------------------------------------- training
 
 
 def train(cfg: StudyConfig, arms: list[Arm]) -> dict[str, float]:
@@ -158,9 +156,6 @@ def train(cfg: StudyConfig, arms: list[Arm]) -> dict[str, float]:
                 timings[key] = round(seconds, 1)
                 atomic_write_text(path, json.dumps(timings, indent=2, sort_keys=True) + "\n")
     return {k: v for k, v in timings.items() if k in selected}
-
-
-# ----------------------------------------------------------------------------------------------------- scoring
 
 
 def scored_tokens(path: Path, model_dir: Path, encoded, batch_size: int) -> dict:
@@ -197,9 +192,6 @@ def tiny_problems(cfg: StudyConfig, results: dict) -> tuple[dict[str, int], dict
     return {row["id"]: row["level"] for row in rows}, problems
 
 
-# ------------------------------------------------------------------------------------------------------ runner
-
-
 def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
     """Run the recipe's stages for `arms` (`StudyConfig.selected`) and write the report; returns it
     (`study.report.study_report`)."""
@@ -209,15 +201,13 @@ def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
 
     out = Path(cfg.output_dir)
     check_output_dir(cfg.output_dir, "the study (data split, runs, evaluation, token statistics, report)")
-    for arm in arms:
-        for c in arm.checkpoints:
-            if not Path(c).is_dir():
-                raise RecipeError(f"arms.{arm.name}.checkpoints: {c} is not a model folder.")
+    missing = [(arm.name, c) for arm in arms for c in arm.checkpoints if not Path(c).is_dir()]
+    if missing:
+        raise RecipeError(f"arms.{missing[0][0]}.checkpoints: {missing[0][1]} is not a model folder.")
     check_model_path(cfg.base)
     tokenizer = load_tokenizer(cfg)
-    split = None
-    if "split" in cfg.stages:
-        split = prepare_split(cfg, tokenizer)
+    split = prepare_split(cfg, tokenizer) if "split" in cfg.stages else None
+    if split:
         print(f"split: {split['train_rows']} training rows, {split['heldout_rows']} held-out rows "
               f"({100 * split['fraction_too_long']:.1f}% of the dataset's rows exceed max_length {cfg.max_length} "
               "and are left out)", flush=True)
