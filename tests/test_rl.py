@@ -144,7 +144,8 @@ def test_missing_sft_checkpoint_says_which_command_makes_it(tmp_path, tiny_rl_fi
     recipe = write_recipe(tmp_path, "outputs/tiny/no-such-sft", tiny_rl_file)
     result = run_cli("--config", str(recipe))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "outputs/tiny/no-such-sft does not exist" in result.stderr and "run `make sft` first" in result.stderr
+    assert "outputs/tiny/no-such-sft does not exist" in result.stderr and "so run it first" in result.stderr
+    assert "`curiosft-sft --config tiny/curiosft` writes (`make sft` in a checkout)" in result.stderr
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert not (tmp_path / "out").exists()
 

@@ -255,7 +255,10 @@ def check_sft_checkpoint(model_name_or_path: str | None) -> None:
     """Like `check_model_path`, but a missing local SFT checkpoint says which command makes it."""
     path = Path(model_name_or_path or "").expanduser()
     if model_name_or_path and not path.exists() and model_name_or_path.startswith(("outputs/", "./outputs/")):
-        recipe = "" if "tiny" in path.parts else " RECIPE=<the matching SFT recipe>"
+        recipe, make = "<the matching SFT recipe>", "make sft RECIPE=<the matching SFT recipe>"
+        if "tiny" in path.parts:  # the tiny recipes write outputs/tiny/sft-<loss>; make sft's default is curiosft
+            recipe = f"tiny/{path.name[len('sft-'):]}" if path.name.startswith("sft-") else "tiny/curiosft"
+            make = "make sft" if recipe == "tiny/curiosft" else f"make sft RECIPE=recipes/{recipe}.yaml"
         raise RecipeError(f"model_name_or_path: {model_name_or_path} does not exist; it is the SFT checkpoint "
-                          f"that `make sft{recipe}` writes, so run `make sft{recipe}` first.")
+                          f"that `curiosft-sft --config {recipe}` writes (`{make}` in a checkout), so run it first.")
     check_model_path(model_name_or_path)
