@@ -209,7 +209,7 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
     # TRL reads the recipe file again and makes its values the defaults that flags override: give it the values
     # `read_recipe` resolved (input paths beside the recipe), so a flag still wins and an error still names the recipe
     set_defaults = parser.set_defaults_with_config
-    parser.set_defaults_with_config = lambda **config: set_defaults(**{**config, **{k: keys[k] for k in config}})
+    parser.set_defaults_with_config = lambda **config: set_defaults(**{k: keys.get(k, x) for k, x in config.items()})
     try:
         parsed = parser.parse_args_and_config(args=argv)
     except argparse.ArgumentError as e:
