@@ -25,7 +25,7 @@ import json
 import random
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -141,8 +141,7 @@ def _benchmark(path: Path, name: str, entry, builtin: bool) -> Benchmark:
     where = f"{path}: benchmarks.{name}"
     if not isinstance(entry, dict):
         raise DataError(f"{where}: expected a mapping of key: value, got {entry!r}.")
-    known = {"group", "kind", "local_file", "n_samples", "hub_id", "hub_split", "hub_revision", "hub_config",
-             "hub_layout", "columns", "made_by"} | ({"data_dir"} if builtin else set())
+    known = {f.name for f in fields(Benchmark)} - {"name"} - (set() if builtin else {"data_dir"})
     unknown = sorted(set(map(str, entry)) - known)
     if unknown:
         hint = " (a local_file is read relative to this file)" if "data_dir" in unknown else ""
@@ -168,11 +167,9 @@ def _benchmark(path: Path, name: str, entry, builtin: bool) -> Benchmark:
         raise DataError(f"{where}.{key}: only with `hub_id` (the hub dataset it describes).")
     if hub["hub_layout"] not in (None, *HUB_LAYOUTS):
         raise DataError(f"{where}.hub_layout: expected one of {', '.join(HUB_LAYOUTS)}, got {hub['hub_layout']!r}.")
-    columns = entry.get("columns")
-    if columns is not None:
-        columns = _columns(where, kind, columns)
-        if hub["hub_layout"]:
-            raise DataError(f"{where}: give `columns` or `hub_layout`, not both.")
+    columns = None if entry.get("columns") is None else _columns(where, kind, entry["columns"])
+    if columns is not None and hub["hub_layout"]:
+        raise DataError(f"{where}: give `columns` or `hub_layout`, not both.")
     local_file, data_dir = text("local_file"), text("data_dir")
     if local_file is None and hub["hub_id"] is None:
         raise DataError(f"{where}: expected `local_file` (a JSONL file) or `hub_id` (a hub dataset), or both.")
@@ -184,11 +181,10 @@ def _benchmark(path: Path, name: str, entry, builtin: bool) -> Benchmark:
 
 
 def _columns(where: str, kind: str, columns) -> dict[str, str]:
-    fields = FIELDS[kind]
-    required = fields[:-1]
+    required = FIELDS[kind][:-1]
     if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
         raise DataError(f"{where}.columns: expected a mapping of our field: its column name, got {columns!r}.")
-    bad = sorted(set(columns) - set(fields))
+    bad = sorted(set(columns) - set(FIELDS[kind]))
     missing = [f for f in required if f not in columns]
     if bad or missing:
         raise DataError(f"{where}.columns: {kind} rows map {', '.join(required)} (and optionally id); "

@@ -91,12 +91,11 @@ class GenerationCache:
             else:  # a later line replaces an earlier one with the same key (it is newer)
                 self.entries[(entry["problem_id"], entry["sample_index"])] = entry
         self._needs_newline = bool(data) and not data.endswith(b"\n")
-        if self.bad_lines:
-            n, shown = len(self.bad_lines), ", ".join(map(str, self.bad_lines[:10]))
-            more = f" and {n - 10} more" if n > 10 else ""
-            print(f"warning: {self.path}: skipped {n} unreadable line{'s' * (n > 1)} "
-                  f"(line{'s' * (n > 1)} {shown}{more}; expected one JSON object per sample with its "
-                  f"{', '.join(list(FIELDS)[:-1])} and {list(FIELDS)[-1]}); "
+        if n := len(self.bad_lines):
+            shown = ", ".join(map(str, self.bad_lines[:10])) + (f" and {n - 10} more" if n > 10 else "")
+            s = "s" * (n > 1)
+            print(f"warning: {self.path}: skipped {n} unreadable line{s} (line{s} {shown}; expected one JSON object "
+                  f"per sample with its {', '.join(list(FIELDS)[:-1])} and {list(FIELDS)[-1]}); "
                   f"{'their' if n > 1 else 'its'} samples will be generated again", file=sys.stderr)
 
     def get(self, problem_id: str, sample_index: int, prompt: str) -> Sample | None:
@@ -120,11 +119,8 @@ class GenerationCache:
         """Fold the part files of data-parallel workers into this cache (one durable write), then delete them;
         returns how many samples were added. A part entry replaces a cache entry with the same key (it is newer)."""
         parts = sorted(self.path.parent.glob(f"{self.path.stem}.part-*.jsonl"))
-        new = []
-        for part in parts:
-            for key, entry in GenerationCache(part).entries.items():
-                if self.entries.get(key) != entry:
-                    new.append(entry)
+        new = [entry for part in parts for key, entry in GenerationCache(part).entries.items()
+               if self.entries.get(key) != entry]
         if new:
             self._write(new)
         for part in parts:
@@ -134,8 +130,7 @@ class GenerationCache:
     def _write(self, entries: list[dict]) -> None:
         """Add `entries` to the file durably: appended in one write, or, when the file has bad lines, the whole
         cache rewritten without them through a temporary file and a rename."""
-        for entry in entries:
-            self.entries[(entry["problem_id"], entry["sample_index"])] = entry
+        self.entries.update({(entry["problem_id"], entry["sample_index"]): entry for entry in entries})
         if self.bad_lines:
             lines = (json.dumps(e, ensure_ascii=True) + "\n" for e in self.entries.values())
             atomic_write_text(self.path, "".join(lines))

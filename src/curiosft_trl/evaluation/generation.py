@@ -76,9 +76,6 @@ def topk_entropy(logprobs: np.ndarray) -> float:
     return float(-(np.exp(lp) * lp).sum())
 
 
-# ------------------------------------------------------------------------------------------------------ device
-
-
 def gpu_memory_gib() -> float | None:
     """Total memory of this process's first CUDA device in GiB; None on a machine without CUDA (CPU)."""
     return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else None
@@ -105,9 +102,6 @@ def default_chunk_size(backend: str, gpu_memory_gib: float | None, batch_size: i
     if backend == "transformers":
         return batch_size
     return 64 if gpu_memory_gib is None else 4 * (1024 if gpu_memory_gib >= 70 else 256)
-
-
-# ------------------------------------------------------------------------------------------------------- vLLM
 
 
 class VLLMBackend:
@@ -160,9 +154,6 @@ class VLLMBackend:
             samples.append(Sample(c.text, len(c.token_ids), "length" if c.finish_reason == "length" else "stop",
                                   float(ents.sum()), entropy_histogram(ents)))
         return samples
-
-
-# ------------------------------------------------------------------------------------------------ transformers
 
 
 class _SeededSampler:
@@ -245,7 +236,6 @@ def build_backend(name: str, model: str, **kwargs):
     if name == "vllm":
         return VLLMBackend(model, **{k: v for k, v in kwargs.items() if k != "batch_size"})
     if name == "transformers":
-        keep = ("seed", "dtype", "batch_size")
-        return TransformersBackend(model, **{k: v for k, v in kwargs.items() if k in keep})
+        return TransformersBackend(model, **{k: v for k, v in kwargs.items() if k in ("seed", "dtype", "batch_size")})
     raise ValueError(f"backend must be 'vllm' or 'transformers', got {name!r}")
 

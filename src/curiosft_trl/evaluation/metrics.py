@@ -45,11 +45,7 @@ def pass_at_k(correct: np.ndarray, k: int) -> float:
 
 def pass_k_values(n: int) -> list[int]:
     """The k reported for n samples: 1, 2, 4, ... up to n, and n itself."""
-    ks, k = [], 1
-    while k < n:
-        ks.append(k)
-        k *= 2
-    return ks + [n]
+    return [2**i for i in range((n - 1).bit_length())] + [n]
 
 
 def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:

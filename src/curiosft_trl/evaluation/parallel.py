@@ -138,28 +138,23 @@ def _wait(workers: list[tuple], parts: list[Path], total: int, desc: str) -> Non
     """Wait for every worker, counting the samples in their part files; the first worker that fails raises, naming
     its replica, devices and the end of its log."""
     running, offsets = list(workers), dict.fromkeys(parts, 0)
-    bar = progress(total, desc)
-    while running:
-        for part, offset in offsets.items():  # read only what was appended since the last look
-            if part.exists():
-                with open(part, "rb") as f:
-                    f.seek(offset)
-                    new = f.read()
-                offsets[part] = offset + len(new)
-                bar.update(new.count(b"\n"))
-        for worker in list(running):
-            r, proc, log, env = worker
-            if proc.poll() is None:
-                continue
-            running.remove(worker)
-            if proc.returncode != 0:
-                lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
-                where = ", ".join(f"{k}={v}" for k, v in env.items())
-                bar.close()
-                raise RuntimeError(f"data-parallel worker {r} ({where}) exited with status {proc.returncode}: "
-                                   f"{lines[-1] if lines else 'no output'} (full log: {log})")
-        time.sleep(0.5)
-    bar.close()
+    with progress(total, desc) as bar:
+        while running:
+            for part, offset in offsets.items():  # read only what was appended since the last look
+                if part.exists():
+                    with open(part, "rb") as f:
+                        f.seek(offset)
+                        new = f.read()
+                    offsets[part] = offset + len(new)
+                    bar.update(new.count(b"\n"))
+            for r, proc, log, env in [w for w in running if w[1].poll() is not None]:
+                running.remove((r, proc, log, env))
+                if proc.returncode != 0:
+                    lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+                    where = ", ".join(f"{k}={v}" for k, v in env.items())
+                    raise RuntimeError(f"data-parallel worker {r} ({where}) exited with status {proc.returncode}: "
+                                       f"{lines[-1] if lines else 'no output'} (full log: {log})")
+            time.sleep(0.5)
 
 
 def worker_main(plan_path: str) -> None:

@@ -46,13 +46,11 @@ def read_references(path: str | Path = REFERENCE_FILE) -> dict[str, dict]:
 
 
 def _pairs(compare_models: list[str]) -> dict[str, str]:
-    pairs = {}
-    for item in compare_models:
-        checkpoint, sep, model = item.rpartition("=")
+    pairs = [item.rpartition("=") for item in compare_models]
+    for item, (checkpoint, sep, model) in zip(compare_models, pairs):
         if not sep or not checkpoint.strip() or not model.strip():
             raise RecipeError(f"compare_models: expected `checkpoint=model`, got {item!r}.")
-        pairs[checkpoint.strip()] = model.strip()
-    return pairs
+    return {checkpoint.strip(): model.strip() for checkpoint, _, model in pairs}
 
 
 def check_reference(name: str | None, compare_models: list[str]) -> None:
@@ -75,14 +73,11 @@ def check_reference(name: str | None, compare_models: list[str]) -> None:
 def reference_numbers(name: str, compare_models: list[str], checkpoints: list[str]) -> dict:
     """`{"name": name, "models": {checkpoint: {"model", "averages", "benchmarks"}}}` for those of `checkpoints` that
     the reference has a model for (numbers in %, as the reference gives them)."""
-    models = read_references()[name]["models"]
-    pairs = _pairs(compare_models)
-    out = {}
+    models, pairs, out = read_references()[name]["models"], _pairs(compare_models), {}
     for checkpoint in checkpoints:
         model = pairs.get(checkpoint) or next(
             (m for m, entry in models.items() if checkpoint in entry.get("checkpoints", [])), None)
         if model is not None:
             entry = models[model]
-            out[checkpoint] = {"model": model, "averages": dict(entry.get("averages", {})),
-                               "benchmarks": dict(entry.get("benchmarks", {}))}
+            out[checkpoint] = {"model": model, **{k: dict(entry.get(k, {})) for k in ("averages", "benchmarks")}}
     return {"name": name, "models": out}
