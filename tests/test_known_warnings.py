@@ -6,7 +6,7 @@ import subprocess
 import sys
 import warnings
 
-from curiosft_trl.known_warnings import DEEPSPEED_CPU_LINE, KNOWN_WARNINGS, quiet_known_warnings
+from curiosft_trl.known_warnings import DEEPSPEED_CPU_LINE, KNOWN_LOG_LINES, KNOWN_WARNINGS, quiet_known_warnings
 
 
 def test_every_known_warning_is_silenced_with_a_reason_and_others_still_show():
@@ -21,13 +21,14 @@ def test_every_known_warning_is_silenced_with_a_reason_and_others_still_show():
     assert [str(w.message) for w in caught] == ["something new"]
 
 
-def test_deepspeeds_cpu_line_is_dropped_and_its_other_lines_kept(caplog):
+def test_known_log_lines_are_dropped_and_their_loggers_other_lines_kept():
     quiet_known_warnings()
-    quiet_known_warnings()  # idempotent: one filter
-    logger = logging.getLogger("DeepSpeed")
-    assert len([f for f in logger.filters if getattr(f, "__name__", "") == "_not_deepspeed_cpu_line"]) == 1
-    assert not logger.filter(logging.makeLogRecord({"msg": DEEPSPEED_CPU_LINE, "levelno": logging.WARNING}))
-    assert logger.filter(logging.makeLogRecord({"msg": "ZeRO stage 3", "levelno": logging.WARNING}))
+    quiet_known_warnings()  # idempotent: one filter per line
+    for name, prefix, why in KNOWN_LOG_LINES:
+        logger = logging.getLogger(name)
+        assert len(logger.filters) == len([p for n, p, _ in KNOWN_LOG_LINES if n == name]) and len(why) > 40
+        assert not logger.filter(logging.makeLogRecord({"msg": f"{prefix} (and more)", "levelno": logging.WARNING}))
+        assert logger.filter(logging.makeLogRecord({"msg": "ZeRO stage 3", "levelno": logging.WARNING}))
 
 
 def test_a_cli_run_prints_none_of_them():

