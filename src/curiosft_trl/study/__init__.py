@@ -1,10 +1,8 @@
 """Experiments that check the paper's claims: arms that differ only in the SFT loss, trained over seeds, then
 measured, with a verdict per claim read from 95% intervals of paired differences.
 
-One recipe schema and one runner for both experiments; a recipe's `stages:` says which steps it runs:
-
-    curiosft-claims --config recipes/tiny/claims.yaml   # stages: [split, sft, score]            claims 1-2
-    curiosft-study --config recipes/tiny/study.yaml     # stages: [sft, grpo, eval, score]       claims 1-5
+One recipe schema and one runner for both experiments (`curiosft-claims`: claims 1-2, `curiosft-study`: 1-5); a
+recipe's `stages:` says which steps it runs. The modules:
 
 - `config`: the recipe (`StudyConfig`, `load_study_config`) and the stage recipes parsed as each run will get them;
 - `runs`: the arms, and one ordinary `curiosft-sft|rl|eval` run per arm, seed and stage in its own process;

@@ -3,11 +3,8 @@
     stages: [split, sft, score]              # claims 1-2 (recipes/<model>/claims.yaml)
     stages: [sft, grpo, eval, score]         # claims 1-5 (recipes/<model>/study.yaml)
 
-- `split`: the SFT rows and the held-out rows are cut from `dataset_name` (`study.study.prepare_split`); without it,
-  SFT trains on its recipe's dataset and the held-out solutions are `heldout_dataset_name`'s.
-- `sft`: one `curiosft-sft` run per arm and seed, from `base` (always run).
-- `grpo`: one `curiosft-rl` run from each SFT checkpoint; `eval`: one `curiosft-eval` of every checkpoint (together).
-- `score`: teacher-forced entropy of every SFT checkpoint on the held-out solutions (always run).
+`sft` and `score` always run; `grpo` comes with `eval`; without `split`, SFT trains on its recipe's dataset and the
+held-out solutions are `heldout_dataset_name`'s. What each stage does and keeps: `study.study`.
 
 An arm sets only loss fields, so arms differ in the loss and nothing else (`study.runs`). Seeds are the recipe's
 `seeds:` for every arm, or each arm's own (`seeds:` or, without `grpo`, `checkpoints:` to score as given).

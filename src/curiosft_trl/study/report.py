@@ -80,9 +80,7 @@ def accuracy(results: dict, model: str, bench: str, eval_dir: Path, levels: dict
 def reward_curve(grpo_dir: Path) -> list[tuple[int, float]]:
     """`(step, mean reward)` of a GRPO run's logged steps (its `trainer_state.json`)."""
     state = grpo_dir / "trainer_state.json"
-    if not state.is_file():
-        return []
-    history = json.loads(state.read_text()).get("log_history", [])
+    history = json.loads(state.read_text()).get("log_history", []) if state.is_file() else []
     return [(e["step"], e["reward"]) for e in history if "reward" in e]
 
 
@@ -168,13 +166,12 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
     # summarised only where every checkpoint has readable forks (an untrained model writes none)
     unread = any(s.get("short_branch", 0) is None for run in per_run.values() for s in run.values())
     skip = frozenset({"reward_curve", *(["short_branch"] if unread else [])})
-    # runs pair across arms by seed; given checkpoints pair by their position in the list
-    by_key = {arm.name: dict(zip([("seed", s) for s in arm.seeds] or [("checkpoint", i) for i, _ in
-                                                                     enumerate(arm.checkpoints)],
-                                 [per_run[name] for name, _ in arm_runs[arm.name]])) for arm in arms}
-    per_arm = {}
+    by_key, per_arm = {}, {}
     for arm in arms:
-        values = list(by_key[arm.name].values())
+        values = [per_run[name] for name, _ in arm_runs[arm.name]]
+        # runs pair across arms by seed; given checkpoints pair by their position in the list
+        keys = [("seed", s) for s in arm.seeds] or [("checkpoint", i) for i in range(len(arm.checkpoints))]
+        by_key[arm.name] = dict(zip(keys, values))
         per_arm[arm.name] = {"loss": arm.loss, "seeds": arm.seeds, "runs": [name for name, _ in arm_runs[arm.name]],
                              **across(mean_ci, values, skip=skip)}
         if "grpo" in cfg.stages:
@@ -194,8 +191,7 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
         return {"pairs": [f"{kind} {k}" for kind, k in common], "seeds": [k for kind, k in common if kind == "seed"],
                 **diff}
 
-    vs_reference = {arm.name: paired(arm.name, REFERENCE) for arm in arms if arm.name != REFERENCE}
-    vs_reference = {k: v for k, v in vs_reference.items() if v}
+    vs_reference = {arm.name: d for arm in arms if arm.name != REFERENCE and (d := paired(arm.name, REFERENCE))}
     recipes = {k: v for k, v in (("sft", cfg.sft_recipe), ("rl", cfg.rl_recipe), ("eval", cfg.eval_recipe)) if v}
     bucket_info = [{"base_entropy_min": base_entropy[buckets == b].min().item(),
                     "base_entropy_max": base_entropy[buckets == b].max().item(),
@@ -344,7 +340,10 @@ def plots(report: dict, out: Path) -> list[str]:
         return []
     written = []
 
-    def save(fig, name: str) -> None:
+    def save(fig, name: str, *legends) -> None:
+        for ax in legends:
+            if ax.get_legend_handles_labels()[0]:  # no pairs, or runs that logged no reward: no curve to name
+                ax.legend(fontsize=7)
         fig.tight_layout()
         tmp = out / f".{name}.tmp.png"
         fig.savefig(tmp, dpi=120)
@@ -373,10 +372,7 @@ def plots(report: dict, out: Path) -> list[str]:
              yscale="log", title="held-out entropy after SFT")
     right.set(xlabel="base-entropy quantile bucket", ylabel="log(H / H_nll), same seed",
               title="entropy relative to NLL (claim 2), 95% CI")
-    left.legend(fontsize=7)
-    if report["paired"]:
-        right.legend(fontsize=7)
-    save(fig, "entropy_by_bucket.png")
+    save(fig, "entropy_by_bucket.png", left, right)
     if "eval" not in report["stages"]:
         return written
 
@@ -393,17 +389,14 @@ def plots(report: dict, out: Path) -> list[str]:
         ax.set(xlabel="k", title=f"after {stage.upper()}")
         ax.set_xscale("log", base=2)
     axes[0].set_ylabel("pass@k (%)")
-    axes[0].legend(fontsize=7)
-    save(fig, "pass_at_k.png")
+    save(fig, "pass_at_k.png", axes[0])
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, a in report["arms"].items():
         if curve := a["grpo"]["reward_curve"]:
             ax.plot([s for s, _ in curve], [r for _, r in curve], label=name, color=colors[name])
     ax.set(xlabel="GRPO step", ylabel="train reward (mean over seeds)")
-    if ax.get_legend_handles_labels()[0]:  # runs that logged no reward draw no curve
-        ax.legend(fontsize=7)
-    save(fig, "grpo_reward.png")
+    save(fig, "grpo_reward.png", ax)
     return written
 
 

@@ -53,6 +53,5 @@ def sign_verdict(ci: dict) -> str:
 
 def format_ci(ci: dict, digits: int = 3) -> str:
     """`1.234 ± 0.056` (the interval's half-width), or the bare mean for one seed."""
-    if ci["lo"] is None:
-        return f"{ci['mean']:.{digits}f}"
-    return f"{ci['mean']:.{digits}f} ± {(ci['hi'] - ci['lo']) / 2:.{digits}f}"
+    half = "" if ci["lo"] is None else f" ± {(ci['hi'] - ci['lo']) / 2:.{digits}f}"
+    return f"{ci['mean']:.{digits}f}{half}"

@@ -48,8 +48,7 @@ def load_tokenizer(cfg: StudyConfig):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-    template = chat_template(cfg)
-    if template:
+    if template := chat_template(cfg):
         tokenizer.chat_template = template
     return tokenizer
 
