@@ -300,3 +300,19 @@ def test_building_the_base_says_what_it_builds_how_long_it_takes_and_shows_progr
     assert "tiny base pretraining" in err and "3/3" in err and "<00:00" in err  # tqdm's bar: done/total [elapsed<ETA]
     main(["--output_dir", str(tmp_path)])
     assert "curiosft-tiny: building" not in capsys.readouterr().out
+
+
+def test_make_sft_prints_the_recipe_header_with_its_times_before_it_runs():
+    """`make sft` shows what it runs and how long that takes: the recipe's header (the tiny build's 8-10 min with the
+    OMP_NUM_THREADS hint, the measured SFT time), printed by the line before the launch."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    lines = subprocess.run(["make", "-n", "--no-print-directory", "-o", "install", "-o", "tiny", "sft"], cwd=root,
+                           env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    shown = subprocess.run(lines[-2], shell=True, cwd=root, capture_output=True, text=True).stdout
+    assert lines[-1].split()[-2:] == ["--config", "recipes/tiny/curiosft.yaml"]
+    assert shown.startswith("# Tiny default: CurioSFT") and "# Run: make sft" in shown
+    assert "8-10 min on 2 quiet cores" in shown and "OMP_NUM_THREADS=1" in shown and "measured 248-253 s" in shown
