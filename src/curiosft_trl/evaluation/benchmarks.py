@@ -50,8 +50,7 @@ class Benchmark:
     `hub_id`/`hub_config`/`hub_split`/`hub_revision` name the hub copy used when `data_dir` is not given;
     `hub_layout` says how its rows map onto our schema (see `hub_row`), unless `columns` ({our field: its column})
     names them. `data_dir`: the benchmark's own folder, read whatever the evaluation's `data_dir`; `made_by`: the
-    command that writes its local file.
-    """
+    command that writes its local file."""
 
     name: str
     local_file: str
@@ -80,8 +79,7 @@ def read_registry(path: str | Path, base: Registry | None = None, builtin: bool 
     """The benchmarks and suites of the registry file `path`, added to those of `base` (which is not changed).
 
     A bad entry is one `DataError` naming the file, the entry and the key. In a user's file (`builtin=False`) a
-    benchmark with only a local file reads it relative to that file, and a name may not redefine one in `base`.
-    """
+    benchmark with only a local file reads it relative to that file, and a name may not redefine one in `base`."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"benchmark_files: {path} is not a file; expected a benchmark registry YAML "
@@ -142,8 +140,7 @@ def _benchmark(path: Path, name: str, entry, builtin: bool) -> Benchmark:
     if not isinstance(entry, dict):
         raise DataError(f"{where}: expected a mapping of key: value, got {entry!r}.")
     known = {f.name for f in fields(Benchmark)} - {"name"} - (set() if builtin else {"data_dir"})
-    unknown = sorted(set(map(str, entry)) - known)
-    if unknown:
+    if unknown := sorted(set(map(str, entry)) - known):
         hint = " (a local_file is read relative to this file)" if "data_dir" in unknown else ""
         raise DataError(f"{where}: unknown key {unknown[0]!r}{hint}; expected some of {', '.join(sorted(known))}.")
 
@@ -233,8 +230,7 @@ def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
     `question`+`answer`; AMC-83 `problem`+`answer` with an `id` that restarts at 0 for 2023, so the row index
     names the row (`amc83-00`..`amc83-82`, the local file's ids); olympiadbench `question`+`final_answer` (a
     list); MMLU-Pro `question`+`options`+`answer` (a letter); ARC `question`+`choices{text,label}`+`answerKey`
-    (a label, sometimes "1".."4"); GPQA `Question`+`Correct Answer`+`Incorrect Answer 1..3`.
-    """
+    (a label, sometimes "1".."4"); GPQA `Question`+`Correct Answer`+`Incorrect Answer 1..3`."""
     if benchmark.columns:
         return column_row(benchmark, row, index)
     layout = benchmark.hub_layout
@@ -311,8 +307,7 @@ def load_benchmark(benchmark: Benchmark, data_dir: str | Path | None, system_pro
 
     `data_dir=None` loads the hub copy. A missing local file is an error naming the file (never a silent hub
     fallback: the numbers must say which data they came from). A file written by `download_benchmark` also names
-    the hub revision it came from.
-    """
+    the hub revision it came from."""
     if data_dir is not None:
         path = local_path(benchmark, data_dir)
         if not path.is_file():
@@ -367,8 +362,7 @@ def download_benchmark(benchmark: Benchmark, data_dir: str | Path, force: bool =
 
     Rows are checked before anything is written, and every file is replaced atomically (a killed download leaves
     the old file or the new one). A `.gz` file is gzipped in memory (GPQA is never written in plain text). A file
-    already downloaded from the same revision, unchanged since, is kept unless `force`.
-    """
+    already downloaded from the same revision, unchanged since, is kept unless `force`."""
     data_dir = Path(data_dir).expanduser()
     path, source = local_path(benchmark, data_dir), hub_source(benchmark)
     entry = read_sources(data_dir).get(benchmark.name, {})

@@ -65,8 +65,7 @@ class GenerationCache:
     """Samples already generated for one (model, benchmark, settings), keyed by `(problem_id, sample_index)`.
 
     `bad_lines`: the 1-based numbers of the file's lines that are not entries (skipped, and dropped at the next
-    write, which then rewrites the file).
-    """
+    write, which then rewrites the file)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -102,14 +101,12 @@ class GenerationCache:
         entry = self.entries.get((problem_id, sample_index))
         if entry is None or entry["prompt_sha"] != prompt_sha(prompt):
             return None
-        return Sample(entry["text"], entry["num_tokens"], entry["finish_reason"], entry["entropy_sum"],
-                      entry["entropy_hist"])
+        return Sample(*(entry[k] for k in ("text", "num_tokens", "finish_reason", "entropy_sum", "entropy_hist")))
 
     def append(self, jobs: list[Job], samples: list[Sample]) -> None:
         """Record `samples[i]` for `jobs[i] = (problem_id, sample_index, seed, prompt)`, durably, in one write."""
-        entries = [{"problem_id": pid, "sample_index": idx, "seed": seed, "prompt_sha": prompt_sha(prompt), **asdict(s)}
-                   for (pid, idx, seed, prompt), s in zip(jobs, samples)]
-        self._write(entries)
+        self._write([{"problem_id": pid, "sample_index": idx, "seed": seed, "prompt_sha": prompt_sha(prompt),
+                      **asdict(s)} for (pid, idx, seed, prompt), s in zip(jobs, samples)])
 
     def part_path(self, replica: int) -> Path:
         """The file data-parallel worker `replica` writes this cache's samples to."""

@@ -122,7 +122,7 @@ class EvalConfig:
         return dict(
             seed=self.seed, dtype=self.dtype, tensor_parallel_size=self.tensor_parallel_size,
             gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
-            enforce_eager=_default_eager() if self.enforce_eager is None else self.enforce_eager,
+            enforce_eager=not torch.cuda.is_available() if self.enforce_eager is None else self.enforce_eager,
             max_logprobs=self.entropy_top_k, kv_cache_gib=self.kv_cache_gib, batch_size=self.batch_size,
         )
 
@@ -141,7 +141,3 @@ class EvalConfig:
                 raise RecipeError(f"n_samples_overrides: expected `benchmark=n` with n >= 1, got {item!r}.")
             overrides[name.strip()] = int(n)
         return overrides
-
-
-def _default_eager() -> bool:
-    return not torch.cuda.is_available()

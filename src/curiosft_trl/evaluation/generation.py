@@ -70,8 +70,7 @@ def topk_entropy(logprobs: np.ndarray) -> float:
     """Entropy (nats) of a distribution known only through its top-k log-probabilities, renormalised over them.
 
     `logprobs (k,) -> scalar`. A lower bound on the full entropy up to the renormalisation; exact when k covers
-    the support (k = vocabulary size). With k = 20 it is close for peaked distributions, the usual case.
-    """
+    the support (k = vocabulary size). With k = 20 it is close for peaked distributions, the usual case."""
     lp = logprobs - np.logaddexp.reduce(logprobs)
     return float(-(np.exp(lp) * lp).sum())
 
@@ -86,8 +85,7 @@ def vllm_environment(on_gpu: bool) -> dict[str, str]:
 
     CPU: the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so it starts in seconds and
     per-request seeds need no inter-process round trip. GPU: vLLM's default, the engine core in its own process,
-    which overlaps scheduling and detokenisation with the model's forward passes.
-    """
+    which overlaps scheduling and detokenisation with the model's forward passes."""
     return {} if on_gpu else {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
@@ -97,8 +95,7 @@ def default_chunk_size(backend: str, gpu_memory_gib: float | None, batch_size: i
     vLLM batches only within one call, so on a GPU a chunk holds 4 times vLLM's own offline `max_num_seqs`
     (1024 on GPUs of 70 GiB or more such as H100/H200, else 256): the batch stays full while a chunk's longest
     samples finish. A killed run loses at most one chunk, so CPUs (tens of tokens/s) get small chunks, and the
-    transformers backend, which gains nothing from a longer call, writes after each batch.
-    """
+    transformers backend, which gains nothing from a longer call, writes after each batch."""
     if backend == "transformers":
         return batch_size
     return 64 if gpu_memory_gib is None else 4 * (1024 if gpu_memory_gib >= 70 else 256)
@@ -160,8 +157,7 @@ class _SeededSampler:
     """A logits processor that samples each row with its own generator and records the raw token entropy.
 
     Called with `scores (B, V)` raw logits; returns logits that are 0 at the chosen token and -inf elsewhere, so
-    greedy decoding in `generate` takes it. Temperature 0 means greedy (argmax, no generator draw).
-    """
+    greedy decoding in `generate` takes it. Temperature 0 means greedy (argmax, no generator draw)."""
 
     def __init__(self, seeds: list[int], sampling: SamplingConfig) -> None:
         self.sampling = sampling

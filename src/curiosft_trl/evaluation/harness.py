@@ -6,9 +6,8 @@
    then lock the output folder for the rest of the run (`lock.py`: a second evaluation there stops, naming this one);
 2. per model, render each problem with the model's chat template (system prompt from the recipe) and generate the
    samples the cache lacks, every benchmark's in one stream, one request per (problem, sample index) with its own
-   seed `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`); with
-   `data_parallel_size > 1`, one worker process per model replica generates a share of the problems into its own
-   cache file, merged before grading (`parallel.py`), so the results are those of one process;
+   seed `sample_seed(seed, benchmark, problem id, index)`, appending each chunk to the cache (`cache.py`), or in one
+   worker process per model replica with `data_parallel_size > 1`, with the results of one process (`parallel.py`);
 3. grade every sample with the one grader shared with the RL rewards (`curiosft_trl.grading`), in its process
    pool with a per-item time limit; the graded region is the text after the last `</think>` when there is one,
    else the whole completion (`require_think=True`: the RL reward's rule, no `</think>` scores 0);
@@ -69,8 +68,7 @@ def _readable(model: str) -> str:
 def present_models(models: list[str]) -> list[str]:
     """`models` without the local folders that do not exist yet (each named once); an error if none is left. Hub ids
     and folders that exist pass through, to be checked like any other."""
-    missing = [m for m in models if _local(m) and not Path(m).expanduser().exists()]
-    if missing:
+    if missing := [m for m in models if _local(m) and not Path(m).expanduser().exists()]:
         print(f"skip_missing: not evaluating {', '.join(missing)} (not there yet)")
     present = [m for m in models if m not in missing]
     if not present:
@@ -130,9 +128,9 @@ def plan_benchmark(config: EvalConfig, model: str, tokenizer, benchmark: Benchma
     return Plan(benchmark, cache, jobs, n)
 
 
-def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict], source: str) -> dict:
-    """Grade and score one model on one benchmark whose samples are all in `plan.cache`; returns metrics and
-    per-sample records."""
+def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict]) -> tuple[dict, list[dict], list[int]]:
+    """Grade and score one model on one benchmark whose samples are all in `plan.cache`: its metrics, per-sample
+    records and token-entropy histogram."""
     benchmark, cache, jobs, n = plan.benchmark, plan.cache, plan.jobs, plan.n
     samples = [cache.get(j.problem_id, j.sample_index, j.prompt) for j in jobs]
     golds = [r["gold"] for r in rows for _ in range(n)]
@@ -168,8 +166,7 @@ def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict], source: st
                 "prompt": j.prompt, "completion": s.text, "extracted": g.extracted, "correct": g.correct,
                 "num_tokens": s.num_tokens, "finish_reason": s.finish_reason, "timed_out": g.timed_out,
                 "grading_error": g.error} for j, gold, s, g in zip(jobs, golds, samples, grades)]
-    entropy_hist = np.sum([s.entropy_hist for s in samples], axis=0).tolist()
-    return {"metrics": metrics, "records": records, "source": source, "n": n, "entropy_hist": entropy_hist}
+    return metrics, records, np.sum([s.entropy_hist for s in samples], axis=0).tolist()
 
 
 def evaluate(config: EvalConfig, backend_factory=None) -> dict:
@@ -177,8 +174,7 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
 
     `backend_factory(model) -> backend` replaces `build_backend` in this process (tests use it to interrupt a run);
     worker processes (`data_parallel_size > 1`) always build their own. Raises `RecipeError` for a bad config,
-    model or output folder, or one that another evaluation is using, before anything is generated.
-    """
+    model or output folder, or one that another evaluation is using, before anything is generated."""
     if not config.model_name_or_paths:
         raise RecipeError("model_name_or_paths: give at least one checkpoint.")
     if config.skip_missing:
@@ -196,8 +192,7 @@ def evaluate(config: EvalConfig, backend_factory=None) -> dict:
     data = {}  # benchmark name -> (rows, source), each loaded once
     for b in benchmarks:  # every data file, n and k is checked before the first (slow) generation
         n = config.n_for(b)
-        bad = [k for k in config.pass_k or [] if not 1 <= k <= n]
-        if bad:
+        if bad := [k for k in config.pass_k or [] if not 1 <= k <= n]:
             raise RecipeError(f"pass_k: k={bad[0]} is not in 1..n for {b.name}, which has n_samples={n}.")
         data[b.name] = load_benchmark(b, config.data_dir_for(b), config.system_prompt, config.max_problems)
     with output_lock(config.output_dir) as lock_fd:
@@ -237,15 +232,12 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
             t0 = time.time()
             if plan.missing():  # a worker or the backend skipped a sample: never score a partial matrix
                 raise RuntimeError(f"{model} {b.name}: {len(plan.missing())} samples are missing after generation.")
-            res = score_benchmark(config, plan, *data[b.name])
-            per_bench[b.name] = res["metrics"]
-            results["data"][b.name] = res["source"]
-            results["n_samples"][b.name] = res["n"]
-            hists[(model, b.name)] = res["entropy_hist"]
+            per_bench[b.name], records, hists[(model, b.name)] = score_benchmark(config, plan, data[b.name][0])
+            results["data"][b.name], results["n_samples"][b.name] = data[b.name][1], plan.n
             atomic_write_text(out / "samples" / samples_folder(model) / f"{b.name}.jsonl",
-                              "".join(report.json_line(r) for r in res["records"]))
-            avg = res["metrics"][f"avg@{res['n']}"]
-            print(f"{model} {b.name}: avg@{res['n']} {100 * avg:.1f}%  (graded in {time.time() - t0:.0f}s)")
+                              "".join(report.json_line(r) for r in records))
+            avg = per_bench[b.name][f"avg@{plan.n}"]
+            print(f"{model} {b.name}: avg@{plan.n} {100 * avg:.1f}%  (graded in {time.time() - t0:.0f}s)")
         results["models"][model] = {"cache_key": model_key(model), "benchmarks": per_bench,
                                     "averages": group_averages(per_bench, groups), "gguf_source": gguf_source(model)}
     if config.compare_to:

