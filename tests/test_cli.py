@@ -13,7 +13,7 @@ from curiosft_trl.errors import DataError, RecipeError
 from curiosft_trl.sft.config import CurioSFTConfig
 from curiosft_trl.sft.data import load_sft_dataset
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import TEST_DATA as SHARED_DATA  # tests/data excerpts, or the CURIOSFT_TEST_DATA folder
 # SFT recipes only: GRPO recipes are checked in tests/test_rl.py, evaluation recipes in tests/test_eval_*.py, claims
 # and study recipes in tests/test_recipes.py
 RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml")
