@@ -9,11 +9,14 @@ import pytest
 import torch
 
 from curiosft_trl.sft.losses import (
+    CHUNK_BYTES_PER_LOGIT,
     LOSSES,
     TemperatureRule,
+    compiled_teacher_gold_logprobs,
     curiosft_loss_from_logprobs,
     curiosft_per_token_loss,
     entropy_guided_temperature,
+    plan_teacher_chunks,
     teacher_gold_logprobs,
     top_entropy_mask,
 )
@@ -316,3 +319,38 @@ def test_the_teacher_sweep_sets_tau_min_where_the_full_entropy_is_low():
 def test_the_teacher_sweep_on_no_tokens():
     q, tau, entropy = teacher_gold_logprobs(torch.zeros(0, 50), torch.zeros(0, dtype=torch.long))
     assert q.shape == tau.shape == entropy.shape == (0,)
+
+
+# ---- the teacher side's chunks and its compiled form --------------------------------------------------------------
+
+
+def test_the_chunk_plan_is_one_chunk_where_the_budget_allows_and_equal_chunks_where_not():
+    vocab, per_token = 151_936, 151_936 * CHUNK_BYTES_PER_LOGIT
+    assert plan_teacher_chunks(2048, vocab, 2048 * per_token) == 2048  # exactly fits: one chunk
+    assert plan_teacher_chunks(2048, vocab, 80 * 2**30) == 2048
+    assert plan_teacher_chunks(2048, vocab, 2047 * per_token) == 1024  # two equal chunks, not 2047 + 1
+    assert plan_teacher_chunks(2049, vocab, 1000 * per_token) == 683  # three chunks of at most 1000
+    assert plan_teacher_chunks(100, vocab, 1) == 1  # at least one token per chunk
+    assert plan_teacher_chunks(0, vocab, 2**30) == 1  # no tokens: any size loops zero times
+    for tokens in (1, 7, 300, 2048, 5000):
+        for budget in (1, 3 * per_token, 256 * per_token, 10**12):
+            size = plan_teacher_chunks(tokens, vocab, budget)
+            assert 1 <= size <= tokens and (size * per_token <= budget or size == 1)
+
+
+def test_the_compiled_teacher_side_gives_the_eager_numbers_and_one_graph_for_every_token_count():
+    # torch.compile on the CPU (inductor's C++ backend): ~25 s cold on a shared 2-core machine
+    from torch._dynamo.utils import counters
+
+    g = torch.Generator().manual_seed(0)
+    graphs = []
+    for n, fixed_tau in ((37, None), (53, None), (90, None), (41, 1.3)):
+        z = _rows("typical", n, 3000, seed=n)
+        y = torch.randint(0, 3000, (n,), generator=g)
+        y[0] = -100
+        got = compiled_teacher_gold_logprobs()(z, y, TemperatureRule(), fixed_tau=fixed_tau, scratch_numel=z.numel())
+        for a, b in zip(got, teacher_gold_logprobs(z, y, fixed_tau=fixed_tau)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] >= 1 and graphs[2] == graphs[0], f"a new token count recompiled: {graphs}"
+    assert graphs[3] <= graphs[0] + 1  # `fixed_tau` is another graph (no top-k, no solve), once

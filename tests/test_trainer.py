@@ -275,6 +275,91 @@ def test_the_teacher_head_gives_the_same_numbers_whatever_the_chunk_size(tiny_mo
         assert (q[~mask] == 0).all() and (q[mask] < 0).all() and ((tau[mask] >= 1.1) & (tau[mask] <= 1.5)).all()
 
 
+def test_one_teacher_chunk_and_many_give_the_same_loss_and_gradients(tiny_model_dir, tiny_sft_file, tmp_path):
+    # A memory budget of ~10 tokens' buffers splits the micro-batch into many chunks; an ample one keeps it whole
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", teacher_chunk_size=None)
+    batch, vocab = _a_batch(trainer), trainer.model.config.vocab_size
+    tokens = int((batch["labels"][:, 1:] != -100).sum())
+    results, sizes = {}, {}
+    for name, budget_gib in (("many", 10 * vocab * 12 / 2**30), ("one", 64.0)):
+        trainer.args.teacher_memory_budget_gib = budget_gib
+        sizes[name] = trainer.teacher_chunk_tokens(tokens, vocab, batch["labels"].device)
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        results[name] = (loss.detach(), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None])
+    assert sizes["one"] == tokens and sizes["many"] == -(-tokens // -(-tokens // 10)) and sizes["many"] <= 10
+    torch.testing.assert_close(results["many"][0], results["one"][0], rtol=1e-6, atol=0)
+    for got, want in zip(results["many"][1], results["one"][1], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_the_teacher_chunk_is_whole_on_a_gpu_and_256_tokens_on_the_cpu_unless_configured(
+        tiny_model_dir, tiny_sft_file, tmp_path, monkeypatch):
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", teacher_chunk_size=None)
+    cpu, cuda, vocab, per_token = torch.device("cpu"), torch.device("cuda", 0), 151_936, 151_936 * 12
+    assert trainer.teacher_chunk_tokens(2048, vocab, cpu) == 256  # the CPU's chunks as before: the same numbers
+    # On a GPU the budget is half the free memory: all 2,048 tokens where 4,096 tokens' buffers are free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4096 * per_token, 140 * 2**30))
+    assert trainer.teacher_chunk_tokens(2048, vocab, cuda) == 2048
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2048 * per_token, 140 * 2**30))
+    assert trainer.teacher_chunk_tokens(2048, vocab, cuda) == 1024
+    trainer.args.teacher_memory_budget_gib = 512 * per_token / 2**30
+    assert trainer.teacher_chunk_tokens(2048, vocab, cuda) == trainer.teacher_chunk_tokens(2048, vocab, cpu) == 512
+    trainer.args.teacher_chunk_size = 64  # explicit control wins
+    assert trainer.teacher_chunk_tokens(2048, vocab, cuda) == 64
+
+
+def test_the_compiled_teacher_side_gives_the_eager_numbers(tiny_model_dir, tiny_sft_file, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tiny_sft_file, tmp_path, sft_loss="curiosft", teacher_chunk_size=None)
+    batch = _a_batch(trainer)
+    eager = trainer._teacher_logprobs(trainer.teacher_model, batch)
+    trainer.args.teacher_compile = True
+    compiled = trainer._teacher_logprobs(trainer.teacher_model, batch)
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_fp8_teacher_is_refused_where_the_device_cannot_run_it(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"teacher_fp8 needs a CUDA GPU of compute capability >= 8.9.*CPU"):
+        CurioSFTConfig(output_dir=str(tmp_path), teacher_fp8=True, use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match=r"teacher_fp8: `sft_loss: curiosft_live_teacher` has no separate teacher"):
+        CurioSFTConfig(output_dir=str(tmp_path), teacher_fp8=True, sft_loss="curiosft_live_teacher",
+                       report_to="none")
+    from curiosft_trl.sft.fp8 import check_fp8_supported
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    with pytest.raises(ValueError, match=r"NVIDIA A100 is 8\.0"):
+        check_fp8_supported(LOSSES["curiosft"])
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    check_fp8_supported(LOSSES["curiosft"])  # Hopper: accepted
+
+
+def test_the_fp8_teacher_tracks_its_weights_through_a_sync(tiny_model_dir):
+    # `torch._scaled_mm` also runs on the CPU, so the fp8 forward is checked here; its speed is a GPU matter
+    from curiosft_trl.sft.fp8 import to_fp8_inference
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids).logits
+        keys = list(model.state_dict())
+        assert to_fp8_inference(model) > 0 and list(model.state_dict()) == keys  # checkpoints unchanged
+        fp8 = model(ids).logits
+        assert not torch.equal(fp8, full) and (fp8 - full).abs().max() < 0.1 * full.abs().max()
+        for p in model.get_decoder().parameters():  # a sync: `theta_T <- (1 - alpha) theta_T + alpha theta_S`, in place
+            p.mul_(0.5)
+        synced = model(ids).logits
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        for p in reference.get_decoder().parameters():
+            p.mul_(0.5)
+        want = reference(ids).logits
+    assert (synced - want).abs().max() < (fp8 - want).abs().max(), "the fp8 copies were not re-quantised"
+
+
 @pytest.mark.parametrize("setup", [dict(bf16=False), dict(bf16=True), dict(bf16=True, gradient_checkpointing=True)])
 def test_the_live_teacher_reuses_the_students_forward(setup, tiny_model_dir, tiny_sft_file, tmp_path):
     # `curiosft_live_teacher`: the student, stop-gradient, is its own teacher; its backbone runs once per step (the

@@ -10,6 +10,7 @@ student log-prob, `tau` the per-token teacher temperature, `q = log softmax(z / 
 The temperature rule's constants travel together as a `TemperatureRule`, whose field names are `CurioSFTConfig`'s.
 """
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ IGNORE_INDEX = -100
 # 28-row blocks made the H200 wait on the host (the teacher's temperature and log-prob took 158 ms a step instead of
 # 101, bench/results/profile-h200-onepass-head.json); a chunk's two buffers are what the chunk's logits already cost.
 SCRATCH_NUMEL = 2**22
+# Bytes per logit of one teacher chunk: the head's logits (float32 at most) and `teacher_gold_logprobs`' two float32
+# `(tokens, V)` buffers, which on a GPU span the whole chunk
+CHUNK_BYTES_PER_LOGIT = 12
 SOLVERS = ("newton", "bisection")
 KD_COEF = 1.0  # the paper's weight of the distillation term
 
@@ -82,13 +86,17 @@ def entropy_guided_temperature(teacher_logits: torch.Tensor, rule: TemperatureRu
     return torch.where(entropy_from_logits(logits.float()) <= rule.low_entropy_threshold, rule.tau_min, tau)
 
 
-def solve_temperature(top: torch.Tensor, rule: TemperatureRule = PAPER_RULE) -> torch.Tensor:
+def solve_temperature(top: torch.Tensor, rule: TemperatureRule = PAPER_RULE,
+                      dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Steps 1-3 of `entropy_guided_temperature`: the top-k logits `(..., K)`, sorted with the max first (as
-    `topk` returns them) -> tau `(...)` (float32), before the low-entropy rule of step 4."""
+    `topk` returns them) -> tau `(...)` (float32), before the low-entropy rule of step 4. `dtype` is the solve's
+    (float32 only for `bench/teacher_side.py`'s comparison)."""
     tau_min, tau_max = rule.tau_min, rule.tau_max
     # The solve runs on at most `temperature_top_k` columns, so float64 costs little and keeps tau exact to ~1e-7
-    # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows).
-    top = top.detach().double()
+    # even where the entropy curve is flat in tau (near-one-hot or near-uniform rows). float32 passes the float64
+    # reference tests (worst tau 5.7e-6 relative against their 1e-5: a 2x margin) but saves only ~0.6 ms of a ~300 ms
+    # H200 step (3.2 vs 2.6 ms), so it is not worth that margin (README, "Performance")
+    top = top.detach().to(dtype)
     top = top - top[..., :1]  # entropies do not change with a shift; centred once, not in every solver step
     entropy_k = entropy_from_logits(top)
     target = entropy_k + rule.max_entropy_increment * torch.sigmoid(
@@ -192,7 +200,9 @@ def teacher_gold_logprobs(
         # allocator on every block (on the CPU, large ones are new pages each time)
         shifted = peak.new_empty(min(rows, len(peak)), vocab)
         weights = torch.empty_like(shifted)
-        for start in range(0, len(peak), rows):
+        # One block without a `range` over the token count, which `torch.compile` would specialise (and so
+        # recompile for every micro-batch's own count)
+        for start in range(0, len(peak), rows) if rows < len(peak) else (0,):
             n = min(rows, len(peak) - start)
             block = slice(start, start + n)
             x = torch.sub(z[block], peak[block, None], out=shifted[:n])  # (n, V) float32, <= 0
@@ -207,6 +217,23 @@ def teacher_gold_logprobs(
             # The max of z / tau is max / tau, so x / tau is already shifted for a stable logsumexp
             q[block] = gold[block] / tau[block] - x.div_(tau[block, None]).exp_().sum(-1).log()
         return q.reshape(shape), tau.reshape(shape), entropy.reshape(shape)
+
+
+@functools.cache
+def compiled_teacher_gold_logprobs() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """`teacher_gold_logprobs` through `torch.compile` (compiled on first call, once per process): the top-k, the solve
+    and the sweep fused into a few kernels. `dynamic=True`, so that each micro-batch's own token count does not
+    recompile; call it with `scratch_numel=logits.numel()` (one block) so the graph has no per-block loop."""
+    return torch.compile(teacher_gold_logprobs, dynamic=True)
+
+
+def plan_teacher_chunks(tokens: int, vocab: int, budget_bytes: float) -> int:
+    """Tokens per teacher chunk: all `tokens` at once where their `(tokens, vocab)` buffers (`CHUNK_BYTES_PER_LOGIT`
+    bytes a logit) fit in `budget_bytes`, else the fewest chunks that fit, of equal size (the last may be smaller);
+    at least one token per chunk."""
+    fits = max(1, int(budget_bytes // (vocab * CHUNK_BYTES_PER_LOGIT)))
+    chunks = max(1, -(-tokens // fits))
+    return max(1, -(-tokens // chunks))
 
 
 def curiosft_loss_from_logprobs(

@@ -2,8 +2,8 @@
 
 Per response token (spec, "The loss"): `L_t = -l_t + kd_coef * 0.5 * (l_t - q_t)^2`, where `l_t` comes from
 TRL's fused LM head (no `(batch, seq, vocab)` logits for the student) and `q_t` from the teacher's LM head applied
-chunk by chunk over the response tokens (at most `teacher_chunk_size x vocab` logits at a time, each chunk read by
-`teacher_gold_logprobs` in one top-k and one sweep over the vocabulary).
+to the response tokens, in chunks (on a GPU one, unless its `(tokens, vocab)` buffers would exceed the memory budget:
+`teacher_chunk_tokens`), each chunk read by `teacher_gold_logprobs` in one top-k and one sweep over the vocabulary.
 """
 
 import copy
@@ -26,7 +26,8 @@ from trl.trainer.utils import create_model_from_path
 
 from ..model_card import name_base_model
 from .config import CurioSFTConfig
-from .losses import IGNORE_INDEX, teacher_gold_logprobs
+from .fp8 import to_fp8_inference
+from .losses import IGNORE_INDEX, compiled_teacher_gold_logprobs, plan_teacher_chunks, teacher_gold_logprobs
 from .teacher import TEACHER_DIR, TeacherSyncCallback, freeze, gathered_head, load_teacher, save_teacher
 
 
@@ -76,6 +77,8 @@ class CurioSFTTrainer(SFTTrainer):
             elif isinstance(model, str):
                 teacher = self._load_teacher_like_model(model)
             self.teacher_model = self._prepare_teacher(freeze(teacher))
+            if args.teacher_fp8:  # after preparation: the fp8 copies are made on the teacher's device
+                to_fp8_inference(self.accelerator.unwrap_model(self.teacher_model))
             self.add_callback(TeacherSyncCallback(ref_model=self.teacher_model, accelerator=self.accelerator))
         if not args.loss.trl_native and getattr(self.model.config, "output_router_logits", False):
             raise ValueError(f"sft_loss: `{args.sft_loss}` does not add the router (load-balancing) loss that this "
@@ -147,7 +150,7 @@ class CurioSFTTrainer(SFTTrainer):
         """Teacher log-prob of each gold next token at its temperature: `(B, T-1)` for q, tau and entropy.
 
         The backbone runs once, unless its `(B, T, H)` last hidden states are given (the live teacher's come from the
-        student's forward); the LM head runs on the response tokens only, `teacher_chunk_size` at a time.
+        student's forward); the LM head runs on the response tokens only, `teacher_chunk_tokens` at a time.
         """
         unwrapped = self.accelerator.unwrap_model(teacher)
         if hidden is None:
@@ -166,15 +169,35 @@ class CurioSFTTrainer(SFTTrainer):
         fixed_tau = self.args.fixed_tau if self.args.loss.fixed_tau else None
         chunks = []
         with gathered_head(unwrapped.get_output_embeddings()) as (weight, bias):
-            for start in range(0, targets.numel(), self.args.teacher_chunk_size):
-                end = start + self.args.teacher_chunk_size
+            size = self.teacher_chunk_tokens(targets.numel(), weight.size(0), weight.device)
+            for start in range(0, targets.numel(), size):
                 with self.accelerator.autocast(), record_function("curiosft.teacher_head"):
-                    logits = F.linear(hidden[start:end].to(weight.device), weight, bias)  # (chunk, V)
+                    logits = F.linear(hidden[start:start + size].to(weight.device), weight, bias)  # (chunk, V)
                 with record_function("curiosft.teacher_temperature_and_logprob"):
-                    chunks.append(teacher_gold_logprobs(logits, targets[start:end], rule, fixed_tau=fixed_tau))
+                    if self.args.teacher_compile:  # one block per chunk: no per-block loop in the compiled graph
+                        chunks.append(compiled_teacher_gold_logprobs()(
+                            logits, targets[start:start + size], rule, fixed_tau=fixed_tau,
+                            scratch_numel=logits.numel()))
+                    else:
+                        chunks.append(teacher_gold_logprobs(logits, targets[start:start + size], rule,
+                                                            fixed_tau=fixed_tau))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
         return q, tau, entropy
+
+    def teacher_chunk_tokens(self, tokens: int, vocab: int, device: torch.device) -> int:
+        """Tokens per teacher head chunk: `teacher_chunk_size` where set; else planned from `teacher_memory_budget_gib`
+        (`plan_teacher_chunks`), which defaults to half the GPU's free memory; on the CPU without a budget, 256."""
+        args = self.args
+        if args.teacher_chunk_size is not None:
+            return args.teacher_chunk_size
+        if args.teacher_memory_budget_gib is not None:
+            budget = args.teacher_memory_budget_gib * 2**30
+        elif device.type == "cuda":
+            budget = torch.cuda.mem_get_info(device)[0] / 2
+        else:  # the CPU's chunks of every run so far (same numbers); its blocks inside a chunk are cache-sized
+            return CPU_TEACHER_CHUNK
+        return plan_teacher_chunks(tokens, vocab, budget)
 
     def _distillation_metrics(self, mask, log_probs, distill, tau, teacher_entropy) -> dict[str, torch.Tensor]:
         """Sums over this batch's loss tokens, of the quantities the paper and its ablations track."""
@@ -272,6 +295,7 @@ class CurioSFTTrainer(SFTTrainer):
 
 
 TOKENS_FILE = "curiosft_tokens.json"
+CPU_TEACHER_CHUNK = 256  # tokens per teacher head chunk on the CPU, unless configured
 
 
 def check_supported(args: CurioSFTConfig, model, wraps_peft: bool) -> None:
@@ -289,6 +313,9 @@ def check_supported(args: CurioSFTConfig, model, wraps_peft: bool) -> None:
         if getattr(parallelism, size, 1) > 1:
             raise ValueError(f"{loss} does not support parallelism_config.{size} > 1: the loss is normalised over "
                              "whole sequences on data-parallel ranks only. Use data parallelism (DDP or DeepSpeed).")
+    if args.teacher_fp8 and is_deepspeed_zero3_enabled():
+        raise ValueError("teacher_fp8 under DeepSpeed ZeRO-3 is not supported: the teacher's weights are partitioned, "
+                         "so there is no whole weight to quantise. Use ZeRO-2 or no DeepSpeed.")
     if args.loss.needs_teacher and is_deepspeed_zero3_enabled():
         if wraps_peft:
             raise ValueError(f"{loss} with PEFT under DeepSpeed ZeRO-3 is not supported: the teacher is a deep copy "
