@@ -62,8 +62,7 @@ class StudyConfig:
         if seeds:
             check_distinct("--seeds", seeds, int)
         names = list(self.arms) if arms == "all" else arms.split(",") if arms else self.default_arms
-        unknown = [n for n in names if n not in self.arms]
-        if unknown:
+        if unknown := [n for n in names if n not in self.arms]:
             raise RecipeError(f"--arms: {', '.join(unknown)} not in the recipe's arms ({', '.join(self.arms)}).")
         chosen = [self.arms[n] for n in names]
         return [a if a.checkpoints or not seeds else dataclasses.replace(a, seeds=list(seeds)) for a in chosen]
@@ -82,8 +81,7 @@ def load_study_config(path: str, overrides: dict | None = None, default_stages: 
         raise RecipeError(f"{path}: stages: expected some of {', '.join(STAGES)} in that order, with sft and score, "
                           f"and grpo with eval (e.g. {CLAIMS_STAGES} or {STUDY_STAGES}); got {stages!r}.")
     known = set().union(*STAGE_KEYS.values(), COMMON_KEYS)
-    unknown = sorted(set(raw) - known)
-    if unknown:
+    if unknown := sorted(set(raw) - known):
         raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}.")
     for stage, keys in STAGE_KEYS.items():
         if stage not in stages and set(raw) & keys:
@@ -109,8 +107,7 @@ def load_study_config(path: str, overrides: dict | None = None, default_stages: 
     extra = ({"seeds"} if seeds is None else set()) | ({"checkpoints"} if "grpo" not in stages else set())
     arms = {name: arm_of(path, name, spec, seeds) for name, spec in parse_arms(path, raw["arms"], extra).items()}
     default_arms = raw.get("default_arms") or list(arms)
-    missing = [a for a in default_arms if a not in arms]
-    if missing:
+    if missing := [a for a in default_arms if a not in arms]:
         raise RecipeError(f"{path}: default_arms: {', '.join(missing)} not in arms.")
     fields = {k: v for k, v in raw.items() if k not in ("arms", "default_arms", "seeds", *shared)}
     return StudyConfig(**fields, **shared, arms=arms, default_arms=list(default_arms))

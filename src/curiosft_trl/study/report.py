@@ -247,10 +247,9 @@ def markdown(report: dict) -> str:
     v = report["verdicts"]
     lines += [f"- **Claim {i}** ({text.format(n=n, k=report.get('n_samples'))}): **{v[f'claim_{i}']}**"
               for i, text in enumerate(CLAIMS[: len(v)], 1)] + [""]
-    if report["timings_s"]:
-        total = sum(report["timings_s"].values())
-        lines += [f"Training wall time: {total / 60:.1f} min over {len(report['timings_s'])} runs "
-                  f"({', '.join(f'{k} {s:.0f} s' for k, s in sorted(report['timings_s'].items()))}).", ""]
+    if timings := report["timings_s"]:
+        lines += [f"Training wall time: {sum(timings.values()) / 60:.1f} min over {len(timings)} runs "
+                  f"({', '.join(f'{k} {s:.0f} s' for k, s in sorted(timings.items()))}).", ""]
     return "\n".join(lines)
 
 

@@ -54,8 +54,7 @@ def check_distinct(where: str, values, kind: type) -> None:
             isinstance(v, kind) and not isinstance(v, bool) for v in values):
         what = "integers" if kind is int else "strings"
         raise RecipeError(f"{where}: expected a non-empty list of {what}, got {values!r}.")
-    repeated = sorted({str(v) for v in values if values.count(v) > 1})
-    if repeated:
+    if repeated := sorted({str(v) for v in values if values.count(v) > 1}):
         raise RecipeError(f"{where}: {', '.join(repeated)} given more than once; each must be a separate run.")
 
 
@@ -69,8 +68,7 @@ def parse_arms(source: str, arms: dict, allowed_extra: set[str]) -> dict[str, di
         if spec is not None and not isinstance(spec, dict):
             raise RecipeError(f"{source}: arms.{name}: expected a mapping of loss fields, got {spec!r}.")
         spec = dict(spec or {})
-        bad = sorted(set(spec) - allowed - allowed_extra)
-        if bad:
+        if bad := sorted(set(spec) - allowed - allowed_extra):
             raise RecipeError(f"{source}: arms.{name}: {', '.join(bad)} cannot differ between arms: an arm sets only "
                               f"loss fields ({', '.join(sorted(allowed))})"
                               + (f" and {' or '.join(f'`{k}`' for k in sorted(allowed_extra))}." if allowed_extra
@@ -94,14 +92,12 @@ def check_shared(source: str, key: str, settings, owned: set[str]) -> dict:
 def cli_flags(settings: dict) -> list[str]:
     """`{"learning_rate": 5e-5, "bf16": True, "pass_k": [1, 2]}` ->
     `["--learning_rate", "5e-05", "--bf16", "true", "--pass_k", "1", "2"]`."""
-    def text(value) -> str:
-        return str(value).lower() if isinstance(value, bool) else str(value)
-
     flags = []
     for key, value in settings.items():
         if isinstance(value, dict):
             raise RecipeError(f"{key}: a study passes fields and lists, not mappings; got {value!r}.")
-        flags += [f"--{key}", *([text(v) for v in value] if isinstance(value, list) else [text(value)])]
+        values = value if isinstance(value, list) else [value]
+        flags += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
     return flags
 
 

@@ -200,8 +200,7 @@ def run_study(cfg: StudyConfig, arms: list[Arm]) -> dict:
 
     out = Path(cfg.output_dir)
     check_output_dir(cfg.output_dir, "the study (data split, runs, evaluation, token statistics, report)")
-    missing = [(arm.name, c) for arm in arms for c in arm.checkpoints if not Path(c).is_dir()]
-    if missing:
+    if missing := [(arm.name, c) for arm in arms for c in arm.checkpoints if not Path(c).is_dir()]:
         raise RecipeError(f"arms.{missing[0][0]}.checkpoints: {missing[0][1]} is not a model folder.")
     check_model_path(cfg.base)
     tokenizer = load_tokenizer(cfg)
