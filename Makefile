@@ -47,7 +47,7 @@ base_for = $(if $(findstring recipes/tiny/,$(1)),tiny,$(if $(findstring recipes/
 
 launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE) -m curiosft_trl.cli.$(1),$(BIN)/curiosft-$(1))
 
-.PHONY: install tiny smol sft rl eval claims study data test bench gpu-check clean
+.PHONY: install tiny smol sft rl eval claims study data test bench teacher-bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -114,6 +114,11 @@ bench: install
 	$(OFFLINE) $(BIN)/python bench/sft_bench.py
 	$(OFFLINE) $(BIN)/python bench/grpo_bench.py
 	$(OFFLINE) $(BIN)/python bench/eval_throughput.py
+
+# The teacher side of a CurioSFT step part by part (bench/teacher_side.py): seconds on a GPU, minutes on a CPU at the
+# real shape (2,048 tokens x 151,936 vocabulary); ARGS=--quick for toy shapes
+teacher-bench: install
+	$(OFFLINE) $(BIN)/python bench/teacher_side.py $(ARGS)
 
 # The prepared GPU check (one CUDA GPU, about 6 minutes): CurioSFT vs vanilla SFT step time and memory at the
 # Qwen2.5-Math-1.5B shape, CUDA vs CPU losses, a ZeRO-3 save/resume, GRPO steps; one JSON under bench/results/.

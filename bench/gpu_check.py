@@ -9,6 +9,8 @@ Parts, each in its own process (its own peak memory, its own time limit; a faili
   checkpointing, at the Qwen2.5-Math-1.5B shape (random weights: no hub) and a 4096-token sequence. Arms alternate
   (nll, curiosft, nll, curiosft), each a fresh process; the ratio is the median of steady steps per arm. Targets: time
   <= 1.25x, memory <= vanilla + the teacher's weights + 10%.
+- `teacher_side`: `bench/teacher_side.py`, the teacher side part by part (head, log_softmax, top-k, the solves,
+  `teacher_gold_logprobs` in 256-token chunks and in one, eager and compiled), 2,048 tokens x 151,936 vocabulary.
 - `cuda_vs_cpu`: the CurioSFT losses of the same 4 steps on the tiny model, CPU fp32 vs CUDA fp32 (agreement to
   1e-4, relative) and vs CUDA bf16 autocast (within bf16 noise, 2e-2 relative).
 - `zero3_resume`: the SFT CLI under `accelerate launch` with DeepSpeed ZeRO-3 (`recipes/accelerate/zero3.yaml`, one
@@ -166,7 +168,21 @@ def eval_throughput(cuda: bool, quick: bool, workdir: Path) -> dict:
     return {**measured, "ok": measured["vllm_tokens_per_s"] > 0 and measured["transformers_tokens_per_s"] > 0}
 
 
-PARTS = {"sft_speed": sft_speed, "cuda_vs_cpu": cuda_vs_cpu, "zero3_resume": zero3_resume, "grpo": grpo,
+def teacher_side(cuda: bool, quick: bool, workdir: Path) -> dict:
+    result = last_json_line(run([sys.executable, "bench/teacher_side.py", *(["--quick"] if quick else [])],
+                                timeout=300))
+    return {**result, "ok": all(ms > 0 for ms in result["median_ms"].values())}
+
+
+def last_json_line(result: subprocess.CompletedProcess) -> dict:
+    """The `RESULT {json}` line of a bench script."""
+    if result.returncode != 0:
+        raise RuntimeError(f"exit {result.returncode}: {(result.stderr or result.stdout)[-2500:]}")
+    return json.loads(next(line for line in reversed(result.stdout.splitlines())
+                           if line.startswith("RESULT "))[len("RESULT "):])
+
+
+PARTS = {"sft_speed": sft_speed, "teacher_side": teacher_side, "cuda_vs_cpu": cuda_vs_cpu, "zero3_resume": zero3_resume, "grpo": grpo,
          "eval_throughput": eval_throughput}
 
 

@@ -47,3 +47,23 @@ def test_the_gpu_checks_eval_throughput_part_dry_runs_on_the_cpu(tmp_path):
     assert part["ok"], part
     assert part["samples"] == 4 * 8 and part["max_new_tokens"] == 16 and part["dtype"] == "float32"
     assert part["vllm_over_transformers"] == part["vllm_tokens_per_s"] / part["transformers_tokens_per_s"]
+
+
+def test_the_teacher_side_bench_quick_mode_times_every_part_eager_and_compiled():
+    out = subprocess.run([sys.executable, str(BENCH.parent / "teacher_side.py"), "--quick", "--compile"],
+                         capture_output=True, text=True, timeout=600, check=True).stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
+    assert result["quick"] and result["compiled"] and result["tokens"] == 256 and result["vocab"] == 8192
+    whole = [f"teacher_gold_logprobs_chunks_{c}{s}" for c in (64, 256) for s in ("", "_compiled")]
+    assert set(result["median_ms"]) == {"head", "log_softmax_gather", "topk_512", "solve_newton_f64",
+                                        "solve_newton_f32", "solve_bisection_f64", *whole}
+    assert all(ms > 0 for ms in result["median_ms"].values())
+
+
+def test_the_gpu_checks_teacher_side_part_dry_runs_on_the_cpu(tmp_path):
+    check = BENCH.parent / "gpu_check.py"
+    subprocess.run([sys.executable, str(check), "--quick", "--parts", "teacher_side", "--out", str(tmp_path / "c.json"),
+                    "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=600, check=True)
+    part = json.loads((tmp_path / "c.json").read_text())["parts"]["teacher_side"]
+    assert part["ok"], part
+    assert part["quick"] and part["median_ms"]["teacher_gold_logprobs_chunks_256"] > 0
