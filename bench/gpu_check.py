@@ -171,7 +171,7 @@ def eval_throughput(cuda: bool, quick: bool, workdir: Path) -> dict:
 def teacher_side(cuda: bool, quick: bool, workdir: Path) -> dict:
     result = last_json_line(run([sys.executable, "bench/teacher_side.py", *(["--quick"] if quick else [])],
                                 timeout=300))
-    return {**result, "ok": all(ms > 0 for ms in result["median_ms"].values())}
+    return {**result, "ok": not result["errors"] and all(ms > 0 for ms in result["median_ms"].values())}
 
 
 def last_json_line(result: subprocess.CompletedProcess) -> dict:

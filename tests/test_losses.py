@@ -324,6 +324,15 @@ def test_the_teacher_sweep_on_no_tokens():
 # ---- the teacher side's chunks and its compiled form --------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fixed_tau", [None, 1.3])
+def test_the_teacher_sweep_in_one_block_without_scratch_buffers_equals_the_blocked_one(fixed_tau):
+    z = _rows("typical", 40, 3000, seed=9).bfloat16()
+    y = torch.randint(0, 3000, (40,), generator=torch.Generator().manual_seed(5))
+    for got, want in zip(teacher_gold_logprobs(z, y, fixed_tau=fixed_tau, scratch_numel=0),
+                         teacher_gold_logprobs(z, y, fixed_tau=fixed_tau, scratch_numel=3000 * 7), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+
+
 def test_the_chunk_plan_is_one_chunk_where_the_budget_allows_and_equal_chunks_where_not():
     vocab, per_token = 151_936, 151_936 * CHUNK_BYTES_PER_LOGIT
     assert plan_teacher_chunks(2048, vocab, 2048 * per_token) == 2048  # exactly fits: one chunk
@@ -348,7 +357,7 @@ def test_the_compiled_teacher_side_gives_the_eager_numbers_and_one_graph_for_eve
         z = _rows("typical", n, 3000, seed=n)
         y = torch.randint(0, 3000, (n,), generator=g)
         y[0] = -100
-        got = compiled_teacher_gold_logprobs()(z, y, TemperatureRule(), fixed_tau=fixed_tau, scratch_numel=z.numel())
+        got = compiled_teacher_gold_logprobs()(z, y, TemperatureRule(), fixed_tau=fixed_tau)
         for a, b in zip(got, teacher_gold_logprobs(z, y, fixed_tau=fixed_tau)):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         graphs.append(counters["stats"]["unique_graphs"])

@@ -176,7 +176,8 @@ def teacher_gold_logprobs(
     one, at temperature 1. Labels equal to -100 read token 0 (mask them after).
 
     One `topk` over the logits (which also gives each row's max), then one sweep over the vocabulary, `scratch_numel`
-    logits at a time (whole rows, at least one; default `SCRATCH_NUMEL` on the CPU, every row at once on a GPU):
+    logits at a time (whole rows, at least one; default `SCRATCH_NUMEL` on the CPU, every row at once on a GPU; 0:
+    every row at once in fresh tensors, the form `compiled_teacher_gold_logprobs` fuses):
     `x = z - max` and `e = exp(x)` give `S = sum e` and the entropy `log S - sum(e * x) / S`, then
     `q = (z_y - max) / tau - log sum exp(x / tau)`. The two `(rows, V)` float32 scratch buffers are the only
     full-vocabulary memory besides the logits, which stay in their own dtype.
@@ -195,14 +196,15 @@ def teacher_gold_logprobs(
         q, tau, entropy = (torch.empty_like(peak) for _ in range(3))
         if scratch_numel is None:
             scratch_numel = SCRATCH_NUMEL if z.device.type == "cpu" else z.numel()
+        if scratch_numel == 0:  # one block in fresh tensors, no Python loop: what `torch.compile` fuses
+            x = z.float() - peak[:, None]
+            return _sweep(x, x.exp(), gold, peak, solved if fixed_tau is None else None, rule, fixed_tau, shape)
         rows = max(1, scratch_numel // vocab)
         # Allocated once and reused: fresh (rows, V) buffers per block would be returned to and taken from the
         # allocator on every block (on the CPU, large ones are new pages each time)
         shifted = peak.new_empty(min(rows, len(peak)), vocab)
         weights = torch.empty_like(shifted)
-        # One block without a `range` over the token count, which `torch.compile` would specialise (and so
-        # recompile for every micro-batch's own count)
-        for start in range(0, len(peak), rows) if rows < len(peak) else (0,):
+        for start in range(0, len(peak), rows):
             n = min(rows, len(peak) - start)
             block = slice(start, start + n)
             x = torch.sub(z[block], peak[block, None], out=shifted[:n])  # (n, V) float32, <= 0
@@ -219,12 +221,28 @@ def teacher_gold_logprobs(
         return q.reshape(shape), tau.reshape(shape), entropy.reshape(shape)
 
 
+def _sweep(x, e, gold, peak, solved, rule, fixed_tau, shape):
+    """The block loop's body of `teacher_gold_logprobs` over all rows at once, without scratch buffers."""
+    total = e.sum(-1)
+    entropy = total.log() - (e * x).sum(-1) / total
+    if fixed_tau is None:
+        tau = torch.where(entropy <= rule.low_entropy_threshold, rule.tau_min, solved)
+    else:
+        tau = torch.full_like(peak, fixed_tau)
+    q = gold / tau - (x / tau[:, None]).exp().sum(-1).log()
+    return q.reshape(shape), tau.reshape(shape), entropy.reshape(shape)
+
+
+def _fused_teacher_gold_logprobs(teacher_logits, labels, rule=PAPER_RULE, *, fixed_tau=None):
+    return teacher_gold_logprobs(teacher_logits, labels, rule, fixed_tau=fixed_tau, scratch_numel=0)
+
+
 @functools.cache
 def compiled_teacher_gold_logprobs() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """`teacher_gold_logprobs` through `torch.compile` (compiled on first call, once per process): the top-k, the solve
-    and the sweep fused into a few kernels. `dynamic=True`, so that each micro-batch's own token count does not
-    recompile; call it with `scratch_numel=logits.numel()` (one block) so the graph has no per-block loop."""
-    return torch.compile(teacher_gold_logprobs, dynamic=True)
+    """`teacher_gold_logprobs(logits, labels, rule, *, fixed_tau)` through `torch.compile` (compiled on first call,
+    once per process), over all rows at once: the top-k, the solve and the sweep fused into a few kernels.
+    `dynamic=True`, so that each micro-batch's own token count does not recompile."""
+    return torch.compile(_fused_teacher_gold_logprobs, dynamic=True)
 
 
 def plan_teacher_chunks(tokens: int, vocab: int, budget_bytes: float) -> int:

@@ -174,13 +174,9 @@ class CurioSFTTrainer(SFTTrainer):
                 with self.accelerator.autocast(), record_function("curiosft.teacher_head"):
                     logits = F.linear(hidden[start:start + size].to(weight.device), weight, bias)  # (chunk, V)
                 with record_function("curiosft.teacher_temperature_and_logprob"):
-                    if self.args.teacher_compile:  # one block per chunk: no per-block loop in the compiled graph
-                        chunks.append(compiled_teacher_gold_logprobs()(
-                            logits, targets[start:start + size], rule, fixed_tau=fixed_tau,
-                            scratch_numel=logits.numel()))
-                    else:
-                        chunks.append(teacher_gold_logprobs(logits, targets[start:start + size], rule,
-                                                            fixed_tau=fixed_tau))
+                    gold_logprobs = (compiled_teacher_gold_logprobs() if self.args.teacher_compile
+                                     else teacher_gold_logprobs)
+                    chunks.append(gold_logprobs(logits, targets[start:start + size], rule, fixed_tau=fixed_tau))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
         return q, tau, entropy
