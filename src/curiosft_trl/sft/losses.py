@@ -240,9 +240,17 @@ def _fused_teacher_gold_logprobs(teacher_logits, labels, rule=PAPER_RULE, *, fix
 @functools.cache
 def compiled_teacher_gold_logprobs() -> Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """`teacher_gold_logprobs(logits, labels, rule, *, fixed_tau)` through `torch.compile` (compiled on first call,
-    once per process), over all rows at once: the top-k, the solve and the sweep fused into a few kernels.
-    `dynamic=True`, so that each micro-batch's own token count does not recompile."""
-    return torch.compile(_fused_teacher_gold_logprobs, dynamic=True)
+    once per process), over all rows at once: the top-k, the solve and the sweep fused into a few kernels. The token
+    count is marked dynamic, so that each micro-batch's own count does not recompile; the vocabulary stays static
+    (`dynamic=True` made it a symbol too, which inductor on torch 2.11 CUDA could not split: `CantSplit`)."""
+    compiled = torch.compile(_fused_teacher_gold_logprobs)
+
+    def call(teacher_logits, labels, rule=PAPER_RULE, *, fixed_tau=None):
+        torch._dynamo.mark_dynamic(teacher_logits, 0)
+        torch._dynamo.mark_dynamic(labels, 0)
+        return compiled(teacher_logits, labels, rule, fixed_tau=fixed_tau)
+
+    return call
 
 
 def plan_teacher_chunks(tokens: int, vocab: int, budget_bytes: float) -> int:
