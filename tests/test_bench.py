@@ -67,3 +67,21 @@ def test_the_gpu_checks_teacher_side_part_dry_runs_on_the_cpu(tmp_path):
     part = json.loads((tmp_path / "c.json").read_text())["parts"]["teacher_side"]
     assert part["ok"], part
     assert part["quick"] and part["median_ms"]["teacher_gold_logprobs_chunks_256"] > 0
+
+
+def test_the_gpu_check_pack_lists_the_missing_wheels_and_packs_a_runnable_folder(tmp_path):
+    pack = BENCH.parent / "pack_gpu_check.py"
+    dry = subprocess.run([sys.executable, str(pack), "--dry-run", "--out", str(tmp_path / "dry")], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert "trl==1.16.0" in dry and "transformers==5.19.0" in dry and "--no-deps" in dry and "--only-binary=:all:" in dry
+    assert "torch" not in dry.replace("torch==", "").split("with:")[0], "the node's torch is never packed"
+    assert not (tmp_path / "dry").exists()
+    # one real, small fetch from the package index
+    out = tmp_path / "pack"
+    subprocess.run([sys.executable, str(pack), "--out", str(out), "--packages", "dill==0.4.1"], capture_output=True,
+                   text=True, timeout=300, check=True)
+    assert [p.name for p in (out / "wheels").iterdir()] == ["dill-0.4.1-py3-none-any.whl"]
+    assert (out / "project" / "bench" / "gpu_check.py").is_file() and (out / "project" / "pyproject.toml").is_file()
+    run_sh = (out / "run.sh").read_text()
+    assert "--no-index --find-links wheels --no-deps" in run_sh and "bench/gpu_check.py" in run_sh
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 60 * 2**20
