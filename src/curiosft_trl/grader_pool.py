@@ -30,9 +30,7 @@ def _math_verify(gold: str, answer: str) -> bool:
     """math-verify with its signal timeouts off; only ever called inside a `_GraderPool` worker process."""
     from math_verify import parse, verify
 
-    gold_parsed = parse(gold, parsing_timeout=None)
-    answer_parsed = parse(answer, parsing_timeout=None)
-    return bool(verify(gold_parsed, answer_parsed, timeout_seconds=None))
+    return bool(verify(parse(gold, parsing_timeout=None), parse(answer, parsing_timeout=None), timeout_seconds=None))
 
 
 def _serve() -> None:
@@ -45,7 +43,7 @@ def _serve() -> None:
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything a library prints goes to stderr, not into the protocol
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    _math_verify(r"\boxed{1}", r"\boxed{1}")  # imports and first-use set-up before "ready": deadlines measure grading only
+    _math_verify(r"\boxed{1}", r"\boxed{1}")  # imports and set-up before "ready": deadlines measure grading only
 
     protocol.write("ready\n")
     protocol.flush()
@@ -78,14 +76,8 @@ def worker_env() -> dict[str, str]:
 
 class _Worker:
     def __init__(self) -> None:
-        # Run this file as a script in a fresh interpreter: no package import (so no torch), no fork of a process
-        # holding CUDA/torch threads, and neither the cwd nor this folder on sys.path to shadow stdlib modules.
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_BOOT, os.path.abspath(__file__)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=worker_env(),
-        )
+        self.proc = subprocess.Popen([sys.executable, "-c", _WORKER_BOOT, os.path.abspath(__file__)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=worker_env())
         self.ready = False
         self.job: int | None = None
         self.deadline = time.monotonic() + _WORKER_START_TIMEOUT
@@ -122,9 +114,8 @@ class _GraderPool:
             worker.kill()
         self.workers = []
 
-    def run(
-        self, jobs: Sequence[tuple[str, str]], timeout: float, wait_for_start: bool = False
-    ) -> list[tuple[bool, bool, str | None]]:
+    def run(self, jobs: Sequence[tuple[str, str]], timeout: float,
+            wait_for_start: bool = False) -> list[tuple[bool, bool, str | None]]:
         """`[(gold, answer)] -> [(correct, timed_out, error)]`, in order. Not thread-safe: hold `_POOL_LOCK`."""
         for w in self.workers:
             if w.job is not None:  # still busy with a job from a run that was interrupted (KeyboardInterrupt)
@@ -201,13 +192,12 @@ def _pool(num_workers: int | None) -> _GraderPool:
     if _POOL is None or _POOL.num_workers != wanted:
         if _POOL is not None:
             _POOL.close()
-            _POOL = None
         _POOL = _GraderPool(wanted)
     return _POOL
 
 
 def verify_jobs(jobs: Sequence[tuple[str, str]], timeout: float, num_workers: int | None) -> list:
-    """math-verify `[(gold, answer)] -> [(correct, timed_out, error)]` (both LaTeX, the gold boxed) in the shared pool."""
+    """math-verify `[(gold, answer)] -> [(correct, timed_out, error)]` (both LaTeX, gold boxed) in the shared pool."""
     with _POOL_LOCK:
         return _pool(num_workers).run(jobs, timeout)
 

@@ -139,24 +139,17 @@ def normalize_answer(answer: str) -> str:
     """Light, purely textual normalisation used for the string-match check (never for math-verify's input)."""
     s = _strip_dollars_and_box(answer)
     s = _TEXT_CMD_RE.sub(r"\1", s)
-    for token in _DELETE:
+    for token in (*_DELETE, *_DEGREES, r"\%", "%"):
         s = s.replace(token, "")
-    for token in _DEGREES:
-        s = s.replace(token, "")
-    s = s.replace(r"\%", "").replace("%", "")
     s = s.replace(r"\dfrac", r"\frac").replace(r"\tfrac", r"\frac")
-    s = re.sub(r"\\ |\s+", "", s)
-    s = s.rstrip(".")
-    return _canonical_number(s)
+    return _canonical_number(re.sub(r"\\ |\s+", "", s).rstrip("."))
 
 
 def _to_latex(answer: str) -> str:
-    """What math-verify parses: no `$`/box wrapper, and `1.2e-8` spelt `1.2\\times10^{-8}` (LaTeX reads `e` as Euler's)."""
+    """What math-verify parses: no `$`/box wrapper, and `1.2e-8` spelt `1.2\\times10^{-8}` (`e` is Euler's in LaTeX)."""
     s = _strip_dollars_and_box(answer)
     m = _SCI_RE.fullmatch(s.replace(" ", ""))
-    if m:
-        s = rf"{m.group(1)}\times10^{{{m.group(2)}}}"
-    return s
+    return rf"{m.group(1)}\times10^{{{m.group(2)}}}" if m else s
 
 
 # -------------------------------------------------------------------------------------------------------- grading
@@ -205,16 +198,9 @@ def _prepare(text: str, gold: str, kind: Kind, require_think: bool, num_choices:
     return extracted, (rf"\boxed{{{_to_latex(gold)}}}", answer_latex)
 
 
-def grade_many(
-    predictions: Sequence[str],
-    golds: Sequence[str],
-    *,
-    kind: Kind,
-    require_think: bool = False,
-    timeout: float = DEFAULT_TIMEOUT,
-    num_workers: int | None = None,
-    num_choices: int | None = None,
-) -> list[GradeResult]:
+def grade_many(predictions: Sequence[str], golds: Sequence[str], *, kind: Kind, require_think: bool = False,
+               timeout: float = DEFAULT_TIMEOUT, num_workers: int | None = None,
+               num_choices: int | None = None) -> list[GradeResult]:
     """Grade `predictions[i]` against `golds[i]` (in order), math-verify running in parallel worker processes.
 
     `timeout` is each item's wall-clock budget inside math-verify; `num_workers` sizes the shared pool
@@ -243,19 +229,11 @@ def grade_many(
     return results
 
 
-def grade(
-    prediction_text: str,
-    gold: str,
-    *,
-    kind: Kind,
-    require_think: bool = False,
-    timeout: float = DEFAULT_TIMEOUT,
-    num_choices: int | None = None,
-) -> GradeResult:
+def grade(prediction_text: str, gold: str, *, kind: Kind, require_think: bool = False,
+          timeout: float = DEFAULT_TIMEOUT, num_choices: int | None = None) -> GradeResult:
     """Grade one completion; see the module docstring for the policy."""
-    return grade_many(
-        [prediction_text], [gold], kind=kind, require_think=require_think, timeout=timeout, num_choices=num_choices
-    )[0]
+    return grade_many([prediction_text], [gold], kind=kind, require_think=require_think, timeout=timeout,
+                      num_choices=num_choices)[0]
 
 
 def grade_math(prediction_text: str, gold: str, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
