@@ -20,6 +20,7 @@ from ..readers import chat_problem, load_raw_dataset
 
 LAYOUTS = "`problem`+`answer`, `prompt`+`answer`, or `prompt`+`reward_model` (verl/LUFFY)"
 KEPT_COLUMNS = ("choices",)  # besides `prompt` and `answer`: columns a reward function may read
+_KEYS = (("problem", "answer"), ("prompt", "answer"), ("prompt", "reward_model"))  # (text, gold) per layout, in order
 
 
 def _gold(value) -> str | None:
@@ -33,14 +34,10 @@ def _gold(value) -> str | None:
 def to_rl_prompts(dataset: Dataset, source: str, system_prompt: str | None = SYSTEM_PROMPT) -> Dataset:
     """Rows of any accepted layout -> `{"prompt": [system?, user], "answer": str}`; errors name the source and row."""
     columns = set(dataset.column_names)
-    if {"problem", "answer"} <= columns:
-        text_key, gold_key = "problem", "answer"
-    elif {"prompt", "answer"} <= columns:
-        text_key, gold_key = "prompt", "answer"
-    elif {"prompt", "reward_model"} <= columns:
-        text_key, gold_key = "prompt", "reward_model"
-    else:
+    keys = next((keys for keys in _KEYS if set(keys) <= columns), None)
+    if keys is None:
         raise DataError(f"{source}: columns {sorted(columns)} do not match any RL layout; expected {LAYOUTS}.")
+    text_key, gold_key = keys
 
     def convert(row, index):
         text, gold = row[text_key], _gold(row[gold_key])
@@ -57,14 +54,8 @@ def to_rl_prompts(dataset: Dataset, source: str, system_prompt: str | None = SYS
     return dataset.map(convert, with_indices=True, remove_columns=drop)
 
 
-def load_rl_dataset(
-    name_or_path: str,
-    *,
-    split: str = "train",
-    config: str | None = None,
-    system_prompt: str | None = SYSTEM_PROMPT,
-    max_samples: int | None = None,
-) -> Dataset:
+def load_rl_dataset(name_or_path: str, *, split: str = "train", config: str | None = None,
+                    system_prompt: str | None = SYSTEM_PROMPT, max_samples: int | None = None) -> Dataset:
     """Load and shape an RL prompt dataset (see module docstring); `max_samples` keeps the first rows."""
     dataset = load_raw_dataset(name_or_path, split=split, config=config, max_samples=max_samples)
     return to_rl_prompts(dataset, source=name_or_path, system_prompt=system_prompt)

@@ -75,12 +75,8 @@ def _record(results: Sequence[GradeResult], name: str, log_metric: Callable[[str
     n_timeouts = sum(r.timed_out for r in results)
     n_errors = sum(r.error is not None for r in results)
     with _STATS_LOCK:
-        _STATS = replace(
-            _STATS,
-            graded=_STATS.graded + len(results),
-            timeouts=_STATS.timeouts + n_timeouts,
-            errors=_STATS.errors + n_errors,
-        )
+        _STATS = replace(_STATS, graded=_STATS.graded + len(results), timeouts=_STATS.timeouts + n_timeouts,
+                         errors=_STATS.errors + n_errors)
     if log_metric is not None:
         log_metric(f"rewards/{name}/grader_timeouts", float(n_timeouts))
         log_metric(f"rewards/{name}/grader_errors", float(n_errors))
@@ -131,34 +127,25 @@ def _math_reward(completions, answer, *, require_think: bool, name: str, log_met
     return [1.0 if r.correct else 0.0 for r in results]
 
 
-def accuracy_reward(
-    completions: list, answer: list | None = None, log_metric: Callable | None = None, **kwargs
-) -> list[float]:
+def accuracy_reward(completions: list, answer: list | None = None, log_metric: Callable | None = None,
+                    **kwargs) -> list[float]:
     """1.0 if the whole completion's final answer matches `answer` (math-verify or normalised string), else 0.0."""
     return _math_reward(completions, answer, require_think=False, name="accuracy_reward", log_metric=log_metric)
 
 
-def think_accuracy_reward(
-    completions: list, answer: list | None = None, log_metric: Callable | None = None, **kwargs
-) -> list[float]:
+def think_accuracy_reward(completions: list, answer: list | None = None, log_metric: Callable | None = None,
+                          **kwargs) -> list[float]:
     """The paper's reward: grade only the text after the last `</think>`; no `</think>` scores 0.0."""
     return _math_reward(completions, answer, require_think=True, name="think_accuracy_reward", log_metric=log_metric)
 
 
-def choice_reward(
-    completions: list,
-    answer: list | None = None,
-    choices: list | None = None,
-    log_metric: Callable | None = None,
-    **kwargs,
-) -> list[float]:
+def choice_reward(completions: list, answer: list | None = None, choices: list | None = None,
+                  log_metric: Callable | None = None, **kwargs) -> list[float]:
     """1.0 if the last `\\boxed{}` holds the gold letter (`B`, `(B)`, `\\text{B}`, `B) ...`), else 0.0."""
     golds = _golds(answer, len(completions), "choice_reward")
     num_choices = [len(c) if isinstance(c, (list, tuple)) else None for c in (choices or [None] * len(golds))]
-    results = [
-        grade(completion_text(c), gold, kind="choice", num_choices=k)
-        for c, gold, k in zip(completions, golds, num_choices)
-    ]
+    results = [grade(completion_text(c), gold, kind="choice", num_choices=k)
+               for c, gold, k in zip(completions, golds, num_choices)]
     _record(results, "choice_reward", log_metric)
     return [1.0 if r.correct else 0.0 for r in results]
 
