@@ -48,19 +48,19 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
-def load_yaml_data(path: str | Path, what: str = "recipe") -> object:
-    """A YAML file's data (safe types only), with its size, alias expansion and duplicate keys bounded: one
-    `RecipeError` naming the file (and line) otherwise."""
+def load_yaml_data(path: str | Path, what: str = "recipe", error: type[ValueError] = RecipeError) -> object:
+    """A YAML file's data (safe types only), with its size, alias expansion and duplicate keys bounded: one `error`
+    (a recipe's `RecipeError`, a data file's `DataError`) naming the file (and line) otherwise."""
     path = Path(path)
     size = path.stat().st_size
     if size > MAX_RECIPE_BYTES:
-        raise RecipeError(f"{path}: {size:,} bytes; a {what} is at most {MAX_RECIPE_BYTES:,} bytes of YAML.")
+        raise error(f"{path}: {size:,} bytes; a {what} is at most {MAX_RECIPE_BYTES:,} bytes of YAML.")
     try:
         loader = _RecipeLoader(path.read_text(encoding="utf-8"))
         try:
             node = loader.get_single_node()
             if node is not None and _expanded_size(node, {}) > MAX_RECIPE_NODES:
-                raise RecipeError(f"{path}: its aliases (`*name`) expand to more than {MAX_RECIPE_NODES:,} values; "
+                raise error(f"{path}: its aliases (`*name`) expand to more than {MAX_RECIPE_NODES:,} values; "
                                   f"a {what} is plain settings.")
             return None if node is None else loader.construct_document(node)
         finally:
@@ -68,11 +68,11 @@ def load_yaml_data(path: str | Path, what: str = "recipe") -> object:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+        raise error(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
     except UnicodeDecodeError as e:
-        raise RecipeError(f"{path}: is not UTF-8 text (byte {e.start}).") from None
+        raise error(f"{path}: is not UTF-8 text (byte {e.start}).") from None
     except RecursionError:
-        raise RecipeError(f"{path}: nested too deeply to be a {what}.") from None
+        raise error(f"{path}: nested too deeply to be a {what}.") from None
 
 
 # The built-in recipes and chat templates ship inside the package (a checkout's top-level recipes/ links here)

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-import yaml
 
 from ..errors import DataError
 from ..files import atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
 from ..prompts import prompt_messages
+from ..recipe import load_yaml_data
 
 REGISTRY_FILE = Path(__file__).with_name("benchmarks.yaml")
 SOURCES_FILE = "sources.json"  # in a downloaded data_dir: benchmark -> {file, source, rows, sha256}
@@ -84,12 +84,7 @@ def read_registry(path: str | Path, base: Registry | None = None, builtin: bool 
     if not path.is_file():
         raise DataError(f"benchmark_files: {path} is not a file; expected a benchmark registry YAML "
                         f"(like {REGISTRY_FILE.name}).")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DataError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+    raw = load_yaml_data(path, "benchmark registry", DataError)  # bounded like a recipe, no key given twice
     if not isinstance(raw, dict) or not set(raw) <= {"benchmarks", "suites"} or not (raw.get("benchmarks")
                                                                                    or raw.get("suites")):
         raise DataError(f"{path}: expected a mapping with `benchmarks:` (name: entry) and optionally `suites:` "

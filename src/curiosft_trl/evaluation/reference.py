@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ..errors import DataError, RecipeError
+from ..recipe import load_yaml_data
 
 REFERENCE_FILE = Path(__file__).with_name("reference.yaml")
 REFERENCE_KEYS = {"about", "protocol", "command", "commit", "models"}
@@ -23,7 +22,7 @@ def read_references(path: str | Path = REFERENCE_FILE) -> dict[str, dict]:
     """Reference name -> `{about, protocol, command, commit, models: {name: {checkpoints, averages, benchmarks,
     other, ...}}}`, every key and number checked (a bad one is a `DataError` naming the file, reference and key)."""
     path = Path(path)
-    raw = yaml.safe_load(path.read_text())
+    raw = load_yaml_data(path, "reference file", DataError)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a mapping of reference name: reference.")
     for name, ref in raw.items():
