@@ -186,7 +186,7 @@ DEFINING_KEYS = (
     "reward_funcs", "reward_weights", "beta", "num_generations", "temperature", "top_p", "max_completion_length",
     "epsilon", "scale_rewards",
 )
-NOT_DEFINING = {"teacher_chunk_size", "fresh_start"}  # fields of ours that change how a run runs, not what it computes
+NOT_DEFINING = {"teacher_chunk_size", "teacher_memory_budget_gib", "teacher_compile", "fresh_start"}  # how, not what
 
 
 def run_settings(*arg_groups) -> dict:
