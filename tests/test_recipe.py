@@ -97,3 +97,13 @@ def test_a_model_that_is_not_a_causal_lm_is_refused_before_it_loads(tmp_path):
     (folder / "model.safetensors").write_bytes(b"")
     with pytest.raises(RecipeError, match=r"is a t5 model \(.*\), not a causal language model"):
         check_model_path(str(folder))
+
+
+@pytest.mark.parametrize("stage", ["sft", "rl", "eval"])
+def test_every_field_help_renders(stage, capsys):
+    # argparse %-formats each help text: a bare `%` in a config field's help breaks `--help` for the whole CLI
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(f"curiosft_trl.cli.{stage}").parse_args(["--help"])
+    assert exit_info.value.code == 0 and "--output_dir" in capsys.readouterr().out

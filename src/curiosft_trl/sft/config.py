@@ -88,7 +88,7 @@ class CurioSFTConfig(SFTConfig):
         metadata={
             "help": "Run the teacher's temperature selection and gold log-prob through `torch.compile` (the token "
             "count dynamic: no recompile per micro-batch). Off by default: on one H200 (torch 2.11) it takes 5.2 ms "
-            "per 2,048 tokens in one chunk vs 9.6 eager, ~2% of a ~300 ms step, but the first step pays the compile "
+            "per 2,048 tokens in one chunk vs 9.6 eager, ~2 percent of a ~300 ms step, but the first step pays the compile "
             "and it is not yet measured inside a training step."
         },
     )
