@@ -98,13 +98,8 @@ def training_lock(output_dir: str) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    path = Path(output_dir).expanduser()
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        with output_lock(output_dir, TRAINING_LOCK_FILE, "training run"):
-            yield
-    finally:
-        _remove_if_empty(created)  # a run that stopped before writing anything leaves no folder behind
+    with _removed_if_left_empty(output_dir), output_lock(output_dir, TRAINING_LOCK_FILE, "training run"):
+        yield
 
 
 def check_training_output(output_dir: str) -> None:
@@ -112,26 +107,31 @@ def check_training_output(output_dir: str) -> None:
     model loads: a read-only, immutable or foreign folder would otherwise fail at the first save, after training."""
     check_output_dir(output_dir, "checkpoints and the final model (a new path, or the folder of a run to resume)")
     path = Path(output_dir).expanduser()
-    created = [p for p in (path, *path.parents) if not p.exists()]
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise RecipeError(f"output_dir: {output_dir} is not writable ({e.strerror or e}); choose a folder this user "
-                          "can write, or fix its permissions.") from None
-    finally:
-        _remove_if_empty(created)  # a run refused later writes nothing
-
-
-def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove `folders` (deepest first) where they are empty: what a check or a lock made and nothing filled."""
-    for folder in folders:
+    with _removed_if_left_empty(path):
         try:
-            folder.rmdir()
-        except OSError:
-            return
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise RecipeError(f"output_dir: {output_dir} is not writable ({e.strerror or e}); choose a folder this "
+                              "user can write, or fix its permissions.") from None
+
+
+@contextmanager
+def _removed_if_left_empty(folder: str | Path) -> Iterator[None]:
+    """The folders of `folder`'s path that do not exist yet are removed again after the block where it left them
+    empty: a run refused by a check, or stopped before writing anything, leaves no folder behind."""
+    path = Path(folder).expanduser()
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    finally:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # not empty: the run wrote there
+                break
 
 
 def checkpoint_bytes(model_name_or_path: str, with_teacher: bool) -> int | None:

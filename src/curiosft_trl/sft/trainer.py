@@ -167,6 +167,7 @@ class CurioSFTTrainer(SFTTrainer):
         q, tau, entropy = (torch.zeros(mask.shape, dtype=torch.float32, device=mask.device) for _ in range(3))
         rule = self.args.temperature_rule
         fixed_tau = self.args.fixed_tau if self.args.loss.fixed_tau else None
+        gold_logprobs = compiled_teacher_gold_logprobs() if self.args.teacher_compile else teacher_gold_logprobs
         chunks = []
         with gathered_head(unwrapped.get_output_embeddings()) as (weight, bias):
             size = self.teacher_chunk_tokens(targets.numel(), weight.size(0), weight.device)
@@ -174,8 +175,6 @@ class CurioSFTTrainer(SFTTrainer):
                 with self.accelerator.autocast(), record_function("curiosft.teacher_head"):
                     logits = F.linear(hidden[start:start + size].to(weight.device), weight, bias)  # (chunk, V)
                 with record_function("curiosft.teacher_temperature_and_logprob"):
-                    gold_logprobs = (compiled_teacher_gold_logprobs() if self.args.teacher_compile
-                                     else teacher_gold_logprobs)
                     chunks.append(gold_logprobs(logits, targets[start:start + size], rule, fixed_tau=fixed_tau))
         if chunks:
             q[mask], tau[mask], entropy[mask] = (torch.cat(values).to(mask.device) for values in zip(*chunks))
