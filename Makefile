@@ -51,11 +51,12 @@ launch = $(if $(ACCELERATE),$(BIN)/accelerate launch --config_file $(ACCELERATE)
 
 install: $(VENV)/.installed
 
-# torch is pinned in the same pip command, so that on CPU machines pip takes the +cpu wheel rather than a CUDA build.
+# constraints.txt holds the exact versions (pyproject.toml the supported ranges): its torch pin, in the same pip command,
+# makes pip take the +cpu wheel on CPU machines rather than a CUDA build.
 # deepspeed is an sdist: DS_BUILD_OPS=0 builds its ops just in time, on the machine that needs them.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
-	DS_BUILD_OPS=0 $(BIN)/pip install $(strip $(pip_sources_$(PROFILE)) torch==2.13.0) -e '.[test,deepspeed,vllm-$(PROFILE)]'
+	DS_BUILD_OPS=0 $(BIN)/pip install $(strip $(pip_sources_$(PROFILE)) -c constraints.txt) -e '.[test,deepspeed,vllm-$(PROFILE)]'
 	$(uninstall_$(PROFILE))
 	echo $(PROFILE) > $@
 

@@ -7,7 +7,7 @@
 The node is assumed to be a CUDA torch image like the one the H200 checks ran on (2026-12-04: Python 3.12,
 torch 2.11.0+cu130, with accelerate 1.15.0, huggingface_hub 1.33, tokenizers 0.23.2, pyarrow, pandas, xxhash,
 typer, but no TRL, datasets or math-verify, and transformers 5.17 / peft 0.21.0 older than the pins). `PACKAGES` is
-what such a node lacks, at the versions this checkout's pins name; each wheel is fetched without its dependencies
+what such a node lacks, at the versions constraints.txt pins; each wheel is fetched without its dependencies
 (`--no-deps`), and `run.sh` installs them the same way, so the node's torch (and everything else it has) stays.
 DeepSpeed (an sdist only) and vLLM (GBs) are left out: the GPU check's `zero3_resume` and `eval_throughput` parts then
 record their failure and the others run.
@@ -20,13 +20,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The exact versions `make install` uses (constraints.txt): `name==version` lines
+PINS = dict(line.split("#")[0].strip().split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
+            if line.split("#")[0].strip())
 # What the node lacks, or holds at a version older than the pins (the rest of the project's dependencies it has)
 PACKAGES = [
-    "trl==1.16.0",
-    "transformers==5.19.0",
-    "datasets==5.2.0",
-    "peft==0.21.2",
-    "math-verify==0.9.0",
+    *(f"{name}=={PINS[name]}" for name in ("trl", "transformers", "datasets", "peft", "math-verify")),
     "latex2sympy2_extended==1.11.0",  # math-verify's parser
     "antlr4-python3-runtime==4.13.2",  # math-verify[antlr4-13-2]
     "dill==0.4.1",  # datasets

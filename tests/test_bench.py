@@ -49,6 +49,29 @@ def test_the_gpu_checks_eval_throughput_part_dry_runs_on_the_cpu(tmp_path):
     assert part["vllm_over_transformers"] == part["vllm_tokens_per_s"] / part["transformers_tokens_per_s"]
 
 
+def test_the_gpu_checks_random_model_takes_the_arch_layer_count(tmp_path):
+    """A model of another depth than the tiny one it borrows the tokenizer from (the full `eval_throughput` part
+    failed on the H200: "num_hidden_layers (24) must equal layer_types (4)")."""
+    from transformers import AutoConfig
+
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        from gpu_check import random_model
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    config = AutoConfig.from_pretrained(random_model(tmp_path, "tiny"))
+    assert config.num_hidden_layers == 2 == len(config.layer_types) and config.hidden_size == 64
+
+
+def test_a_step_profile_prints_its_json_alone_on_stdout():
+    """`sft_step.py --profile > profile.json` is a JSON file: what the libraries print goes to stderr."""
+    out = subprocess.run([sys.executable, str(BENCH.parent / "sft_step.py"), "curiosft", "--arch", "tiny",
+                          "--seq-len", "64", "--steps", "3", "--profile"], capture_output=True, text=True, timeout=600,
+                         check=True).stdout
+    result = json.loads(out)
+    assert result["sft_loss"] == "curiosft" and len(result["steady_step_s"]) == 1 and result["profile"]
+
+
 def test_the_teacher_side_bench_quick_mode_times_every_part_eager_and_compiled():
     out = subprocess.run([sys.executable, str(BENCH.parent / "teacher_side.py"), "--quick", "--compile"],
                          capture_output=True, text=True, timeout=600, check=True).stdout
@@ -73,6 +96,8 @@ def test_the_gpu_check_pack_lists_the_missing_wheels_and_packs_a_runnable_folder
     pack = BENCH.parent / "pack_gpu_check.py"
     dry = subprocess.run([sys.executable, str(pack), "--dry-run", "--out", str(tmp_path / "dry")], capture_output=True,
                          text=True, timeout=60, check=True).stdout
+    pins = (BENCH.parents[1] / "constraints.txt").read_text()
+    assert "trl==1.16.0" in pins and "transformers==5.19.0" in pins  # the pack reads its versions from there
     assert "trl==1.16.0" in dry and "transformers==5.19.0" in dry and "--no-deps" in dry and "--only-binary=:all:" in dry
     assert "torch" not in dry.replace("torch==", "").split("with:")[0], "the node's torch is never packed"
     assert not (tmp_path / "dry").exists()

