@@ -214,7 +214,9 @@ def random_model(workdir: Path, arch: str) -> Path:
     model_dir, tiny = workdir / f"random-{arch}", prepare_tiny(workdir)[0]
     if not (model_dir / "config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(tiny)
-        shape = {**AutoConfig.from_pretrained(tiny).to_dict(), **ARCHS[arch]}
+        # the tiny config's per-layer `layer_types` would contradict the arch's layer count: it is rebuilt from it
+        shape = {k: v for k, v in AutoConfig.from_pretrained(tiny).to_dict().items() if k != "layer_types"}
+        shape |= ARCHS[arch]
         shape["head_dim"] = shape["hidden_size"] // shape["num_attention_heads"]
         torch.manual_seed(0)
         AutoModelForCausalLM.from_config(AutoConfig.for_model(**shape)).save_pretrained(model_dir)

@@ -6,6 +6,7 @@ token sequences whose second half is the completion.
 """
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -116,26 +117,28 @@ def main() -> None:
     parser.add_argument("--arch", choices=list(ARCHS), default="qwen2.5-0.5b")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of the steady steps")
     opts = parser.parse_args()
-    torch.manual_seed(0)
-    model = build_model(opts.arch, opts.seq_len)
-    ids = torch.randint(0, model.config.vocab_size, (64, opts.seq_len))
-    half = opts.seq_len // 2
-    dataset = Dataset.from_dict({"input_ids": ids.tolist(),
-                                 "completion_mask": [[0] * half + [1] * (opts.seq_len - half)] * len(ids)})
-    with tempfile.TemporaryDirectory() as tmp:
-        args = CurioSFTConfig(output_dir=tmp, sft_loss=opts.sft_loss, max_steps=opts.steps,
-                              per_device_train_batch_size=opts.batch, gradient_checkpointing=True,
-                              max_length=None, save_strategy="no", report_to="none", logging_steps=1000,
-                              bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
-                              disable_tqdm=True)
-        timer = StepTimer()
-        profiler = StepProfiler(opts.steps) if opts.profile else None
-        trainer = CurioSFTTrainer(model=model, args=args, train_dataset=dataset,
-                                  processing_class=build_tokenizer(f"{tmp}/tok"),
-                                  callbacks=[timer] + ([profiler] if profiler else []))
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        trainer.train()
+    # stdout carries the JSON alone (a profile is saved with `> file.json`): whatever the libraries print goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        torch.manual_seed(0)
+        model = build_model(opts.arch, opts.seq_len)
+        ids = torch.randint(0, model.config.vocab_size, (64, opts.seq_len))
+        half = opts.seq_len // 2
+        dataset = Dataset.from_dict({"input_ids": ids.tolist(),
+                                     "completion_mask": [[0] * half + [1] * (opts.seq_len - half)] * len(ids)})
+        with tempfile.TemporaryDirectory() as tmp:
+            args = CurioSFTConfig(output_dir=tmp, sft_loss=opts.sft_loss, max_steps=opts.steps,
+                                  per_device_train_batch_size=opts.batch, gradient_checkpointing=True,
+                                  max_length=None, save_strategy="no", report_to="none", logging_steps=1000,
+                                  bf16=torch.cuda.is_available(), use_cpu=not torch.cuda.is_available(),
+                                  disable_tqdm=True)
+            timer = StepTimer()
+            profiler = StepProfiler(opts.steps) if opts.profile else None
+            trainer = CurioSFTTrainer(model=model, args=args, train_dataset=dataset,
+                                      processing_class=build_tokenizer(f"{tmp}/tok"),
+                                      callbacks=[timer] + ([profiler] if profiler else []))
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            trainer.train()
     steady = timer.times[2:] or timer.times  # the first steps warm up allocators and kernels
     teacher_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     if torch.cuda.is_available():
@@ -147,7 +150,7 @@ def main() -> None:
               "library": str(Path(curiosft_trl.__file__).parent)}  # which checkout's code ran (sft_bench --baseline)
     if profiler:
         result["profile"] = profiler.table()
-    json.dump(result, sys.stdout)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
