@@ -14,13 +14,10 @@ Policy, in the order it is applied to one completion:
    `"033"` == `33` and AMC `"27.0"` == `27`); (b) math-verify, gold first: `verify(parse(\\boxed{gold}),
    parse(\\boxed{answer}))`. Check (a) runs in the caller; check (b) runs in a worker process.
    **Multiple choice** is a case-insensitive single letter read from the box (`B`, `(B)`, `\\text{B}`, `B) text`).
-5. **Bounded time everywhere.** math-verify's own timeouts use `signal.alarm`, which only works in the main thread
-   and cannot interrupt sympy's C-level big-integer arithmetic (`\\boxed{9^{9^{9^{9}}}}`). So math-verify always runs
-   with its timeouts off, in a small persistent pool of worker processes (`grader_pool`, one per Python process,
-   shared by `grade` and `grade_many`); a worker that misses its per-item deadline is killed and replaced. This
-   works the same from the main thread, a worker thread, or a daemonic process, and never imports torch into the
-   workers. A timed-out item scores 0 with `timed_out=True`; a crashed or unavailable grader scores 0 with `error`
-   set. Callers count both (`curiosft_trl.rl.rewards.grading_stats`).
+5. **Bounded time everywhere.** math-verify runs in `grader_pool`'s persistent worker processes, with its own
+   `signal.alarm` timeouts off and a wall-clock deadline per item instead (why: see `grader_pool`). A timed-out item
+   scores 0 with `timed_out=True`; a crashed or unavailable grader scores 0 with `error` set. Callers count both
+   (`curiosft_trl.rl.rewards.grading_stats`).
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .grader_pool import default_num_workers, verify_jobs, warm_up  # noqa: F401 (the grading API: warm_up, default_num_workers)
+from .grader_pool import default_num_workers, shutdown_pool, verify_jobs, warm_up  # noqa: F401 (the grading API)
 from .prompts import THINK_END
 
 MAX_ANSWER_CHARS = 1000
@@ -200,32 +197,26 @@ def _prepare(text: str, gold: str, kind: Kind, require_think: bool, num_choices:
 
 def grade_many(predictions: Sequence[str], golds: Sequence[str], *, kind: Kind, require_think: bool = False,
                timeout: float = DEFAULT_TIMEOUT, num_workers: int | None = None,
-               num_choices: int | None = None) -> list[GradeResult]:
+               num_choices: int | Sequence[int | None] | None = None) -> list[GradeResult]:
     """Grade `predictions[i]` against `golds[i]` (in order), math-verify running in parallel worker processes.
 
-    `timeout` is each item's wall-clock budget inside math-verify; `num_workers` sizes the shared pool
-    (default `default_num_workers()`, or the existing pool's size).
+    `num_choices`: one count for every item, or one per item. `timeout` is each item's wall-clock budget inside
+    math-verify; `num_workers` sizes the shared pool (default `default_num_workers()`, or the existing pool's size).
     """
     if len(predictions) != len(golds):
         raise ValueError(f"grade_many: {len(predictions)} predictions but {len(golds)} golds")
-    results: list = []
-    jobs, job_slots = [], []
-    for text, gold in zip(predictions, golds):
-        prepared = _prepare(text or "", str(gold), kind, require_think, num_choices)
-        if isinstance(prepared, GradeResult):
-            results.append(prepared)
-        else:
-            extracted, job = prepared
-            results.append(extracted)
-            jobs.append(job)
-            job_slots.append(len(results) - 1)
-    if jobs:
+    per_item = num_choices if isinstance(num_choices, Sequence) else [num_choices] * len(golds)
+    # A `GradeResult` where the cheap checks decide, else `(extracted, math-verify job)`
+    results: list = [_prepare(text or "", str(gold), kind, require_think, k)
+                     for text, gold, k in zip(predictions, golds, per_item, strict=True)]
+    slots = [i for i, r in enumerate(results) if not isinstance(r, GradeResult)]
+    if slots:
         try:
-            verdicts = verify_jobs(jobs, timeout, num_workers)
+            verdicts = verify_jobs([results[i][1] for i in slots], timeout, num_workers)
         except OSError as e:  # e.g. no processes left to spawn: count it, never raise from a reward
-            verdicts = [(False, False, f"grader pool unavailable: {e}")] * len(jobs)
-        for slot, (correct, timed_out, error) in zip(job_slots, verdicts):
-            results[slot] = GradeResult(correct, results[slot], timed_out, error)
+            verdicts = [(False, False, f"grader pool unavailable: {e}")] * len(slots)
+        for i, (correct, timed_out, error) in zip(slots, verdicts):
+            results[i] = GradeResult(correct, results[i][0], timed_out, error)
     return results
 
 
