@@ -55,7 +55,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-
+def json_line(obj) -> str:
+    """One JSONL line: `obj` as ASCII JSON and a newline."""
+    return json.dumps(obj, ensure_ascii=True) + "\n"
 
 
 def short_hash(obj) -> str:

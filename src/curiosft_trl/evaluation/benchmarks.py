@@ -29,9 +29,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-
 from ..errors import DataError
-from ..files import atomic_write_bytes, atomic_write_text, file_sha256, read_jsonl
+from ..files import atomic_write_bytes, atomic_write_text, file_sha256, json_line, read_jsonl
 from ..prompts import prompt_messages
 from ..recipe import load_yaml_data
 
@@ -45,12 +44,7 @@ FIELDS = {"math": ("problem", "answer", "id"), "choice": ("question", "choices",
 
 @dataclass(frozen=True)
 class Benchmark:
-    """One benchmark: its local file and hub source, its group (ID/OOD), kind and default samples per problem.
-
-    `hub_id`/`hub_config`/`hub_split`/`hub_revision` name the hub copy used when `data_dir` is not given;
-    `hub_layout` says how its rows map onto our schema (see `hub_row`), unless `columns` ({our field: its column})
-    names them. `data_dir`: the benchmark's own folder, read whatever the evaluation's `data_dir`; `made_by`: the
-    command that writes its local file."""
+    """One benchmark: one entry of a registry file, whose keys the header of benchmarks.yaml describes."""
 
     name: str
     local_file: str
@@ -214,10 +208,6 @@ def choice_prompt(question: str, choices: list[str]) -> str:
     return f"{question.strip()}\n\n" + "\n".join(lines) + f"\n\n{CHOICE_INSTRUCTION}"
 
 
-def local_path(benchmark: Benchmark, data_dir: str | Path) -> Path:
-    return Path(data_dir).expanduser() / benchmark.local_file
-
-
 def hub_row(benchmark: Benchmark, row: dict, index: int) -> dict:
     """One hub row -> our schema (`{id, problem, answer}` or `{id, question, choices, answer}`), per `hub_layout`.
 
@@ -304,7 +294,7 @@ def load_benchmark(benchmark: Benchmark, data_dir: str | Path | None, system_pro
     fallback: the numbers must say which data they came from). A file written by `download_benchmark` also names
     the hub revision it came from."""
     if data_dir is not None:
-        path = local_path(benchmark, data_dir)
+        path = Path(data_dir).expanduser() / benchmark.local_file
         if not path.is_file():
             raise DataError(f"{benchmark.name}: data file {path} not found.{missing_file_hint(benchmark, data_dir)}")
         sha = file_sha256(path)
@@ -356,18 +346,17 @@ def download_benchmark(benchmark: Benchmark, data_dir: str | Path, force: bool =
     data_dir)` reads, and record its source in `data_dir/sources.json`; returns a one-line summary.
 
     Rows are checked before anything is written, and every file is replaced atomically (a killed download leaves
-    the old file or the new one). A `.gz` file is gzipped in memory (GPQA is never written in plain text). A file
-    already downloaded from the same revision, unchanged since, is kept unless `force`."""
+    the old file or the new one). A file already downloaded from the same revision, unchanged since, is kept unless
+    `force`."""
     data_dir = Path(data_dir).expanduser()
-    path, source = local_path(benchmark, data_dir), hub_source(benchmark)
-    entry = read_sources(data_dir).get(benchmark.name, {})
+    path, source, sources = data_dir / benchmark.local_file, hub_source(benchmark), read_sources(data_dir)
+    entry = sources.get(benchmark.name, {})
     if not force and entry.get("source") == source and path.is_file() and file_sha256(path) == entry.get("sha256"):
         return f"{benchmark.name}: {path} is up to date ({entry['rows']} rows from {source})"
     rows = hub_rows(benchmark)
     prompt_rows(benchmark, rows, None)
-    data = "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows).encode()
+    data = "".join(map(json_line, rows)).encode()
     atomic_write_bytes(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
-    sources = read_sources(data_dir)
     sources[benchmark.name] = {"file": benchmark.local_file, "source": source, "rows": len(rows),
                                "sha256": file_sha256(path)}
     atomic_write_text(data_dir / SOURCES_FILE, json.dumps(sources, indent=2, sort_keys=True) + "\n")

@@ -6,11 +6,8 @@ at most the chunk in flight. A line that is not such an entry (the torn last lin
 hand-edited one) is skipped on load, with one warning naming the file and the line numbers, and only its sample
 is generated again; every other line is kept. Loading never changes the file: the next write to a cache with bad
 lines rewrites it without them, atomically. Entries whose prompt hash no longer matches the prompt (the data or
-system prompt changed) are ignored and regenerated.
-
-Data-parallel workers (`parallel.py`) each write a part file beside the cache, `<cache name>.part-<replica>.jsonl`,
-in the same format; `merge_parts` folds them into the cache. `generate_missing` fills caches: it generates the
-samples they lack, chunk by chunk, appending each chunk before the next.
+system prompt changed) are ignored and regenerated. Data-parallel workers (`parallel.py`) each write a part file
+beside the cache, in the same format (`part_path`, `merge_parts`).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from typing import NamedTuple
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ..files import atomic_write_text
+from ..files import atomic_write_text, json_line
 from .generation import Sample, SamplingConfig
 
 
@@ -129,11 +126,10 @@ class GenerationCache:
         cache rewritten without them through a temporary file and a rename."""
         self.entries.update({(entry["problem_id"], entry["sample_index"]): entry for entry in entries})
         if self.bad_lines:
-            lines = (json.dumps(e, ensure_ascii=True) + "\n" for e in self.entries.values())
-            atomic_write_text(self.path, "".join(lines))
+            atomic_write_text(self.path, "".join(map(json_line, self.entries.values())))
             self.bad_lines, self._needs_newline = [], False
             return
-        text = "".join(json.dumps(e, ensure_ascii=True) + "\n" for e in entries)
+        text = "".join(map(json_line, entries))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write("\n" * self._needs_newline + text)

