@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import os
 import subprocess
@@ -52,10 +53,8 @@ def _serve() -> None:
         # A CPU-time cap per job, so a worker orphaned mid-hang (parent killed) still dies on its own.
         used = int(time.process_time()) + 1
         soft_cap = used + 2 * int(job["timeout"]) + 10
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_CPU, (soft_cap, resource.getrlimit(resource.RLIMIT_CPU)[1]))
-        except (ValueError, OSError):
-            pass
         try:
             result = {"correct": _math_verify(job["gold"], job["answer"]), "error": None}
         except BaseException as e:  # noqa: BLE001  (sympy raises anything, RecursionError included)
@@ -91,10 +90,8 @@ class _Worker:
         self.proc.kill()
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout):
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
 
 
 class _GraderPool:

@@ -26,7 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import RecipeError
@@ -83,11 +83,9 @@ def _acquire(path: Path, what: str) -> int | None:
                   f"output folder lock: start no other {what} in {path.parent} until this one ends.",
                   file=sys.stderr)
             return None
-        try:
+        with suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
-        except FileNotFoundError:
-            pass
         os.close(fd)  # the holder released and removed this file between our open and flock: lock the new one
 
 

@@ -19,6 +19,7 @@ kernels make the last float bits, and rarely a sampled token, depend on what els
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -116,21 +117,15 @@ def generate(config: EvalConfig, model: str, work: list[tuple[GenerationCache, J
 
 def _stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
     """Stop a worker and every process of its group: SIGTERM, then SIGKILL after `grace` seconds."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-    try:  # the group's other processes (engine children) go too, even once the worker itself has exited
+    # the group's other processes (engine children) go too, even once the worker itself has exited
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
 
 
 def _wait(workers: list[tuple], parts: list[Path], total: int, desc: str) -> None:
