@@ -46,9 +46,8 @@ def output_lock(output_dir: str | Path, lock_file: str = LOCK_FILE, what: str = 
     fd = _acquire(path, what)
     try:
         if fd is not None:
-            started = time.strftime("%Y-%m-%d %H:%M:%S %z")
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started,
-                      "command": shlex.join(sys.orig_argv)}
+            holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": shlex.join(sys.orig_argv)}
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
         yield fd

@@ -1,11 +1,11 @@
 """`curiosft-data --output_dir DIR [--benchmarks paper amc23 ...]`: download the benchmarks for offline evaluation.
 
 Writes each benchmark at the hub revision pinned in its registry (`eval/benchmarks.yaml`, and the files given with
-`--benchmark_files`) to `DIR/<file>.jsonl`
-(`.jsonl.gz` for GPQA-Diamond and MMLU-Pro), the files an evaluation recipe reads with `data_dir: DIR`, and
-`DIR/sources.json` (benchmark -> hub revision, rows, sha256). Files already downloaded from the same revision are
-kept. A benchmark that fails (no hub access, GPQA's gate) is one `error: ...` line; the others are still written,
-and the exit status is 2 if any failed. Needs hub access (GPQA: accept its terms on the hub and set HF_TOKEN).
+`--benchmark_files`) to `DIR/<file>.jsonl` (`.jsonl.gz` for GPQA-Diamond and MMLU-Pro), the files an evaluation
+recipe reads with `data_dir: DIR`, and `DIR/sources.json` (benchmark -> hub revision, rows, sha256). Files already
+downloaded from the same revision are kept. A benchmark that fails (no hub access, GPQA's gate) is one `error: ...`
+line; the others are still written, and the exit status is 2 if any failed. Needs hub access (GPQA: accept its
+terms on the hub and set HF_TOKEN).
 """
 
 import argparse

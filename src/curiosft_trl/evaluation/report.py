@@ -39,10 +39,6 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _ref(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
-
-
 def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
     """A summary table (avg@n in %, one row per checkpoint, ID/OOD averages) and a per-benchmark detail table.
 
@@ -71,8 +67,8 @@ def markdown_table(results: dict, groups: dict[str, str] | None = None) -> str:
         theirs = {m: ref["models"].get(m, {}).get(kind, {}).get(key) for m in models}
         if any(v is not None for v in theirs.values()):
             header.append(f"{title} ({ref['name']})")
-            for model in models:
-                cells[model].append(_ref(theirs[model]))
+            for model in models:  # the reference's numbers are in % already
+                cells[model].append("-" if theirs[model] is None else f"{theirs[model]:.1f}")
     lines = ["| model | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
     for model in models:
         lines.append(f"| {model} | " + " | ".join(cells[model]) + " |")
