@@ -38,6 +38,7 @@ from .metrics import benchmark_metrics, group_averages, pass_at_k
 from .reference import reference_numbers
 
 __all__ = ["EvalConfig", "evaluate", "samples_file", "samples_folder"]
+TINY_HINT = " Run `make sft` (and `make rl` for outputs/tiny/grpo) to build the tiny default's checkpoints."
 
 
 def sample_seed(seed: int, benchmark: str, problem_id: str, index: int) -> int:
@@ -72,8 +73,7 @@ def present_models(models: list[str]) -> list[str]:
         print(f"skip_missing: not evaluating {', '.join(missing)} (not there yet)")
     present = [m for m in models if m not in missing]
     if not present:
-        hint = " Run `make sft` (and `make rl`) to build the tiny default's checkpoints." \
-            if any("tiny" in m for m in missing) else ""
+        hint = TINY_HINT if any("tiny" in m for m in missing) else ""
         raise RecipeError(f"model_name_or_paths: none of {', '.join(missing)} exists.{hint}")
     return present
 
@@ -91,8 +91,7 @@ def check_model(model: str) -> None:
         if not (path / "config.json").is_file():
             raise RecipeError(f"model_name_or_paths: {path} has no config.json.")
     elif _local(model):
-        hint = " Run `make sft` (and `make rl` for outputs/tiny/grpo) to build the tiny default's checkpoints." \
-            if "tiny" in model else ""
+        hint = TINY_HINT if "tiny" in model else ""
         raise RecipeError(f"model_name_or_paths: {model} is not a model directory.{hint}")
 
 
