@@ -182,8 +182,8 @@ def last_json_line(result: subprocess.CompletedProcess) -> dict:
                            if line.startswith("RESULT "))[len("RESULT "):])
 
 
-PARTS = {"sft_speed": sft_speed, "teacher_side": teacher_side, "cuda_vs_cpu": cuda_vs_cpu, "zero3_resume": zero3_resume, "grpo": grpo,
-         "eval_throughput": eval_throughput}
+PARTS = {"sft_speed": sft_speed, "teacher_side": teacher_side, "cuda_vs_cpu": cuda_vs_cpu, "zero3_resume": zero3_resume,
+         "grpo": grpo, "eval_throughput": eval_throughput}
 
 
 # ---- helpers run in their own process ------------------------------------------------------------------------------

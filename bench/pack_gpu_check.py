@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "dist" / "gpu-check")
     parser.add_argument("--python-version", default="3.12", help="the node's Python (the H200 image's: 3.12)")
     parser.add_argument("--packages", nargs="+", default=PACKAGES, help="wheels to fetch (default: PACKAGES)")
-    parser.add_argument("--dry-run", action="store_true", help="print the fetch command and the packages, fetch nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the fetch command and the packages, fetch nothing")
     opts = parser.parse_args()
     command = fetch_command(opts.out / "wheels", opts.python_version, opts.packages)
     if opts.dry_run:
