@@ -20,7 +20,8 @@ OVERRIDES = {"base": str, "output_dir": str, "dataset_name": str, "heldout_datas
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="curiosft-claims", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a claims recipe (recipes/*/claims.yaml)")
-    parser.add_argument("--arms", help="comma-separated arm names, or `all` (default: the recipe's default_arms)")
+    parser.add_argument("--arms", help="comma-separated arm names (a grid arm's name: each of its points), or `all` "
+                        "(default: the recipe's default_arms)")
     parser.add_argument("--seeds", help="comma-separated seeds for every trained arm (default: the recipe's)")
     parser.add_argument("--checkpoints", nargs="+", metavar="ARM=DIR",
                         help="evaluate these model folders instead of training (an arm name may repeat: one per seed)")

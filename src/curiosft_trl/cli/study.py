@@ -5,6 +5,7 @@ and the evaluation of all of them, over seeds, with a verdict per claim: a study
     curiosft-study --config recipes/tiny/study.yaml                 # nll and curiosft, 3 seeds
     curiosft-study --config recipes/tiny/study.yaml --arms all      # every arm the recipe lists
     curiosft-study --config recipes/tiny/study.yaml --seeds 1       # one seed
+    curiosft-study --config recipes/tiny/dose_response.yaml         # a sweep: every point of the recipe's grids
 """
 
 import argparse
@@ -19,7 +20,8 @@ OVERRIDES = ("base", "output_dir", "heldout_dataset_name")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="curiosft-study", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="a study recipe (recipes/*/study.yaml)")
-    parser.add_argument("--arms", help="comma-separated arm names, or `all` (default: the recipe's default_arms)")
+    parser.add_argument("--arms", help="comma-separated arm names (a grid arm's name: each of its points), or `all` "
+                        "(default: the recipe's default_arms)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the recipe's)")
     for key in OVERRIDES:
         parser.add_argument(f"--{key}", help=f"overrides the recipe's `{key}`")

@@ -8,14 +8,25 @@ held-out solutions are `heldout_dataset_name`'s. What each stage does and keeps:
 
 An arm sets only loss fields, so arms differ in the loss and nothing else (`study.runs`). Seeds are the recipe's
 `seeds:` for every arm, or each arm's own (`seeds:` or, without `grpo`, `checkpoints:` to score as given).
+
+An arm may be a sweep: `grid: {loss field: [values]}` makes one ordinary arm per point of the values' product, each
+with the arm's own fields and seeds (`expand_grids`):
+
+    curiosft: {sft_loss: curiosft, grid: {tau_max: [1.5, 5], kd_coef: [1, 4]}}
+    # -> curiosft_tau_max1.5_kd_coef1, curiosft_tau_max1.5_kd_coef4, curiosft_tau_max5_kd_coef1, ...
+
+A point's name is its folder (`runs/<name>/seed<k>`), so adding a value to a grid adds runs and keeps the finished
+ones; `--arms curiosft` (or `default_arms: [curiosft]`) selects every point of that grid.
 """
 
 import dataclasses
+import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RecipeError
-from .runs import Arm, check_distinct, check_shared, cli_flags, cpu_flags, parse_arms
+from .runs import Arm, check_distinct, check_shared, cli_flags, cpu_flags, loss_fields, parse_arms
 
 STAGES = ("split", "sft", "grpo", "eval", "score")
 CLAIMS_STAGES, STUDY_STAGES = ["split", "sft", "score"], ["sft", "grpo", "eval", "score"]
@@ -58,14 +69,22 @@ class StudyConfig:
     eval: dict = field(default_factory=dict)
 
     def selected(self, arms: str | None, seeds: list[int] | None) -> list[Arm]:
-        """The arms to run: `default_arms`, `all`, or a comma-separated list; `seeds` replaces every trained arm's."""
+        """The arms to run: `default_arms`, `all`, or a comma-separated list of arms or grids (a grid: every point);
+        `seeds` replaces every trained arm's."""
         if seeds:
             check_distinct("--seeds", seeds, int)
         names = list(self.arms) if arms == "all" else arms.split(",") if arms else self.default_arms
-        if unknown := [n for n in names if n not in self.arms]:
-            raise RecipeError(f"--arms: {', '.join(unknown)} not in the recipe's arms ({', '.join(self.arms)}).")
-        chosen = [self.arms[n] for n in names]
-        return [a if a.checkpoints or not seeds else dataclasses.replace(a, seeds=list(seeds)) for a in chosen]
+        chosen = {n: arm_names(self.arms, n) for n in names}
+        if unknown := [n for n, found in chosen.items() if not found]:
+            raise RecipeError(f"--arms: {', '.join(unknown)} not in the recipe's arms ({', '.join(self.arms)}) or "
+                              "grids.")
+        picked = [self.arms[a] for a in dict.fromkeys(a for found in chosen.values() for a in found)]
+        return [a if a.checkpoints or not seeds else dataclasses.replace(a, seeds=list(seeds)) for a in picked]
+
+
+def arm_names(arms: dict[str, Arm], name: str) -> list[str]:
+    """The arms `name` selects: that arm, or every point of the grid that the recipe's arm `name` expanded to."""
+    return [name] if name in arms else [a.name for a in arms.values() if a.point and a.group == name]
 
 
 def load_study_config(path: str, overrides: dict | None = None, default_stages: list[str] | None = None) -> StudyConfig:
@@ -105,17 +124,21 @@ def load_study_config(path: str, overrides: dict | None = None, default_stages: 
         check_distinct(f"{path}: seeds", seeds, int)
     # an arm's own seeds where the recipe gives none for all; given checkpoints where nothing trains after SFT
     extra = ({"seeds"} if seeds is None else set()) | ({"checkpoints"} if "grpo" not in stages else set())
-    arms = {name: arm_of(path, name, spec, seeds) for name, spec in parse_arms(path, raw["arms"], extra).items()}
+    defaults = loss_defaults(raw["sft_recipe"])
+    points = expand_grids(path, parse_arms(path, raw["arms"], extra | {GRID}), defaults)
+    arms = {name: arm_of(path, name, spec, seeds, group=group, point=point, **method_of(name, spec, defaults))
+            for name, (group, point, spec) in points.items()}
     default_arms = raw.get("default_arms") or list(arms)
-    if missing := [a for a in default_arms if a not in arms]:
+    if missing := [a for a in default_arms if not arm_names(arms, a)]:
         raise RecipeError(f"{path}: default_arms: {', '.join(missing)} not in arms.")
+    default_arms = list(dict.fromkeys(a for name in default_arms for a in arm_names(arms, name)))
     fields = {k: v for k, v in raw.items() if k not in ("arms", "default_arms", "seeds", *shared)}
     return StudyConfig(**fields, **shared, arms=arms, default_arms=list(default_arms))
 
 
-def arm_of(path: str, name: str, spec: dict, seeds: list[int] | None) -> Arm:
+def arm_of(path: str, name: str, spec: dict, seeds: list[int] | None, **labels) -> Arm:
     """An arm from its recipe fields: loss fields, and its own `seeds` or `checkpoints` unless the recipe's `seeds`
-    are every arm's."""
+    are every arm's; `labels`: `Arm`'s method, group, point and paper."""
     own, checkpoints = spec.pop("seeds", None), spec.pop("checkpoints", None)
     if bool(own or seeds) == bool(checkpoints):
         raise RecipeError(f"{path}: arms.{name}: give either `seeds` (a list of integers: train) or `checkpoints` "
@@ -123,7 +146,94 @@ def arm_of(path: str, name: str, spec: dict, seeds: list[int] | None) -> Arm:
     for key, values, kind in (("seeds", own, int), ("checkpoints", checkpoints, str)):
         if values is not None:
             check_distinct(f"{path}: arms.{name}.{key}", values, kind)
-    return Arm(name, spec, [] if checkpoints else list(own or seeds), [str(c) for c in checkpoints or []])
+    return Arm(name, spec, [] if checkpoints else list(own or seeds), [str(c) for c in checkpoints or []], **labels)
+
+
+GRID = "grid"
+# an arm's name is a folder and an item of `--arms a,b`: no separators, nothing the shell or a path reads specially
+NAME_PART = re.compile(r"[A-Za-z0-9._+-]+")
+
+
+def expand_grids(path: str, specs: dict[str, dict], defaults: dict) -> dict[str, tuple[str, dict, dict]]:
+    """The recipe's arms (name -> fields, `parse_arms`) with each `grid:` expanded: `{arm name: (recipe arm, point,
+    fields)}`. An arm without a grid is itself, point `{}`; `curiosft: {sft_loss: curiosft, grid: {tau_max: [1.5, 5]}}`
+    is `curiosft_tau_max1.5: ("curiosft", {"tau_max": 1.5}, {"sft_loss": "curiosft", "tau_max": 1.5})` and
+    `curiosft_tau_max5: ...`. A point named or training like another arm (`defaults`: the loss fields an arm that sets
+    none trains with) is a `RecipeError`: the same run twice, under two names."""
+    expanded: dict[str, tuple[str, dict, dict]] = {}
+    for group, spec in specs.items():
+        if GRID in spec and "checkpoints" in spec:
+            raise RecipeError(f"{path}: arms.{group}: a grid trains its points; it cannot take `checkpoints`.")
+        grid = GRID in spec and grid_points(f"{path}: arms.{group}.grid", spec.pop(GRID), spec)
+        for point in grid or [{}]:
+            name = "_".join([group, *(f"{k}{value_text(v)}" for k, v in point.items())])
+            if name in expanded:
+                raise RecipeError(f"{path}: arms.{group}: `{name}` names two arms (a grid point is named by its arm "
+                                  "and values); rename one.")
+            expanded[name] = (group, point, {**spec, **point})
+    trained = {name: defaults | loss_of(spec) for name, (_, _, spec) in expanded.items() if "checkpoints" not in spec}
+    for name, (group, point, _) in expanded.items():
+        twin = next((o for o in trained if point and o != name and trained[o] == trained[name]), None)
+        if twin:
+            raise RecipeError(f"{path}: arms.{group}.grid: the point {point} trains with the same loss as arm "
+                              f"`{twin}`: the same run twice; drop one.")
+    return expanded
+
+
+def grid_points(where: str, grid, fixed: dict) -> list[dict]:
+    """`{tau_max: [1.5, 5], kd_coef: [1, 4]}` -> `[{tau_max: 1.5, kd_coef: 1}, {tau_max: 1.5, kd_coef: 4}, ...]` (the
+    product, the first key slowest), checked: loss fields the arm does not also fix, each a non-empty list of
+    distinct values."""
+    allowed = loss_fields()
+    if not isinstance(grid, dict) or not grid:
+        raise RecipeError(f"{where}: expected a mapping of loss field: [values], got {grid!r}.")
+    for key, values in grid.items():
+        if key not in allowed:
+            raise RecipeError(f"{where}.{key}: not a loss field; a grid varies loss fields only "
+                              f"({', '.join(sorted(allowed))}), so its points differ in the loss and nothing else.")
+        if key in fixed:
+            raise RecipeError(f"{where}.{key}: also set as a fixed field of the arm ({key}: {fixed[key]!r}); give it "
+                              "in one place.")
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, (bool, int, float, str)) and NAME_PART.fullmatch(value_text(v)) for v in values):
+            raise RecipeError(f"{where}.{key}: expected a non-empty list of numbers or words, got {values!r}.")
+        if repeated := sorted({value_text(v) for v in values if values.count(v) > 1}):
+            raise RecipeError(f"{where}.{key}: {', '.join(repeated)} given more than once; each point is one arm.")
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def value_text(value) -> str:
+    """A grid value as its arm's name shows it: `1.5` -> `1.5`, `4` -> `4`, `True` -> `true`."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def loss_of(spec: dict) -> dict:
+    """An arm's loss fields, without its `seeds` / `checkpoints`."""
+    return {k: v for k, v in spec.items() if k not in ("seeds", "checkpoints")}
+
+
+def loss_defaults(sft_recipe: str) -> dict:
+    """The loss fields an arm trains with where it sets none: `CurioSFTConfig`'s defaults, the SFT recipe's over
+    them."""
+    from ..recipe import read_recipe
+    from ..sft.config import CurioSFTConfig
+
+    names = loss_fields()
+    defaults = {f.name: f.default for f in dataclasses.fields(CurioSFTConfig) if f.name in names}
+    return defaults | {k: v for k, v in read_recipe(sft_recipe).items() if k in names}
+
+
+def method_of(name: str, spec: dict, defaults: dict) -> dict:
+    """`{"method", "paper"}` of an arm: the `sft_loss` it trains with (a given checkpoint's: its `sft_loss` if set,
+    else the arm's name), and whether that is CurioSFT at the paper's constants (tau in [1.1, 1.5], kd_coef 1)."""
+    from ..sft.losses import KD_COEF, PAPER_RULE
+
+    if "checkpoints" in spec:
+        return {"method": spec.get("sft_loss", name), "paper": False}
+    loss = defaults | loss_of(spec)
+    paper = {"tau_min": PAPER_RULE.tau_min, "tau_max": PAPER_RULE.tau_max, "kd_coef": KD_COEF}
+    return {"method": loss["sft_loss"], "paper": loss["sft_loss"] == "curiosft" and all(
+        loss[k] == v for k, v in paper.items())}
 
 
 def parse_seeds(text: str | None) -> list[int] | None:

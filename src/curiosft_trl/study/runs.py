@@ -35,6 +35,13 @@ class Arm:
     loss: dict  # loss fields passed to `curiosft-sft` for this arm
     seeds: list[int] = field(default_factory=list)
     checkpoints: list[str] = field(default_factory=list)  # scored as given instead of training
+    # what a sweep's report groups and plots by (`study.config.expand_grids`): the loss it trains with (`sft_loss`),
+    # the recipe's arm it is a point of and that point's values (`{}` for an arm without a grid), and whether it
+    # trains with the paper's CurioSFT constants
+    method: str = ""
+    group: str = ""
+    point: dict = field(default_factory=dict)
+    paper: bool = False
 
     def runs(self, output_dir: Path, stages: list[str]) -> list[tuple[str, dict[str, Path]]]:
         """`(run name, {training stage: model folder})` for each seed (or given checkpoint), e.g.
