@@ -106,6 +106,7 @@ def test_the_report_has_the_sections_of_the_stages_that_ran(name, tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "| arm | seeds | H | NLL | H q1 |" in text and "| curiosft | 3 |" in text  # `score`: the entropy tables
     assert report["verdicts"]["claim_1"] == HOLDS and report["stages"] == cfg.stages
+    assert "sweep" not in report and "Dose-response" not in text and report["method_arm"] == "curiosft"  # no grids
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     if name == "claims":  # SFT alone: a run's numbers unkeyed, claims 1-2
         assert set(report["verdicts"]) == {"claim_1", "claim_2"} and "benchmark" not in report

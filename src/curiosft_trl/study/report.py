@@ -17,8 +17,14 @@ inconclusive otherwise). The sections are the stages': `score` gives claims 1-2,
 5. The fixed-temperature and live-teacher ablations are worse than the full method: CurioSFT minus each ablation,
    avg@n after GRPO, holds for both (needs `--arms all`).
 
+Where there is no arm named `curiosft` (a sweep's), the claims judge the CurioSFT arm at the paper's constants.
+
 In `report.json`, a run's numbers (`runs`, and per arm in `arms` and `paired`) are keyed by checkpoint, `sft` and
 `grpo`, where GRPO follows SFT, and are the SFT checkpoint's alone, unkeyed, where it does not (the claims).
+
+A recipe with grid arms (`study.config.expand_grids`) adds the sweep (`sweep`, `sweep_finding`): one row per arm with
+the numbers that trace how much curiosity RL needs (`sweep_rows`), a sentence computed from them (`sweep_finding`),
+and `dose_response.png` (`draw_sweep`).
 """
 
 import json
@@ -34,6 +40,7 @@ from .entropy import bucket_means, quantile_buckets
 from .stats import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, format_ci, mean_ci, paired_ci, sign_verdict
 
 REFERENCE, METHOD, ABLATIONS = "nll", "curiosft", ("curiosft_fixed_tau", "curiosft_live_teacher")
+BONUS = "entropy_reg"  # the sweep's comparison: an entropy bonus, which raises entropy everywhere
 CLAIMS = ("CurioSFT's entropy after SFT is higher than NLL's",
           "the extra entropy sits at the base's forks, q{n}, more than at its determined tokens, q1, relative to NLL",
           "accuracy does not drop, coverage (pass@{k}) is higher after SFT",
@@ -172,7 +179,8 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
         # runs pair across arms by seed; given checkpoints pair by their position in the list
         keys = [("seed", s) for s in arm.seeds] or [("checkpoint", i) for i in range(len(arm.checkpoints))]
         by_key[arm.name] = dict(zip(keys, values))
-        per_arm[arm.name] = {"loss": arm.loss, "seeds": arm.seeds, "runs": [name for name, _ in arm_runs[arm.name]],
+        per_arm[arm.name] = {"loss": arm.loss, "method": arm.method, "point": arm.point, "paper": arm.paper,
+                             "seeds": arm.seeds, "runs": [name for name, _ in arm_runs[arm.name]],
                              **across(mean_ci, values, skip=skip)}
         if "grpo" in cfg.stages:
             curves = [v["grpo"]["reward_curve"] for v in values if v["grpo"]["reward_curve"]]
@@ -192,6 +200,7 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
                 **diff}
 
     vs_reference = {arm.name: d for arm in arms if arm.name != REFERENCE and (d := paired(arm.name, REFERENCE))}
+    method = method_arm(arms)
     recipes = {k: v for k, v in (("sft", cfg.sft_recipe), ("rl", cfg.rl_recipe), ("eval", cfg.eval_recipe)) if v}
     bucket_info = [{"base_entropy_min": base_entropy[buckets == b].min().item(),
                     "base_entropy_max": base_entropy[buckets == b].max().item(),
@@ -199,19 +208,95 @@ def study_report(cfg, arms, stats: dict, timings: dict, split: dict | None = Non
     report = {"base": cfg.base, "gguf_source": gguf_source(cfg.base), "stages": cfg.stages, "recipes": recipes,
               "shared": {k: getattr(cfg, k) for k in recipes}, "sft_recipe": cfg.sft_recipe, "sft": cfg.sft,
               "buckets": bucket_info, "tokens": len(base_entropy), "runs": per_run, "arms": per_arm,
-              "paired": vs_reference, "timings_s": timings, **({"split": split} if split else {})}
+              "paired": vs_reference, "method_arm": method, "timings_s": timings, **({"split": split} if split else {})}
     if results:
-        ablations = {a: paired(METHOD, a) for a in ABLATIONS}
+        ablations = {a: paired(method, a) for a in ABLATIONS}
         report |= {"benchmark": bench, "n_samples": results["n_samples"][bench],
                    "ks": list(per_run["base"]["sft"]["pass"]), "levels": list(per_run["base"]["sft"]["levels"]),
                    "ablations": {k: v for k, v in ablations.items() if v},
-                   "verdicts": study_verdicts(vs_reference.get(METHOD), ablations, results["n_samples"][bench])}
-        return report
-    report["verdicts"] = entropy_verdicts(vs_reference[METHOD]["sft"] if METHOD in vs_reference else None)
-    # where only SFT trains, a run's numbers are its SFT checkpoint's, unkeyed
-    for key in ("runs", "arms", "paired"):
-        report[key] = {name: {k: v for k, v in x.items() if k != "sft"} | x["sft"] for name, x in report[key].items()}
+                   "verdicts": study_verdicts(vs_reference.get(method), ablations, results["n_samples"][bench])}
+    else:
+        report["verdicts"] = entropy_verdicts(vs_reference[method]["sft"] if method in vs_reference else None)
+        # where only SFT trains, a run's numbers are its SFT checkpoint's, unkeyed
+        for key in ("runs", "arms", "paired"):
+            report[key] = {name: {k: v for k, v in x.items() if k != "sft"} | x["sft"]
+                           for name, x in report[key].items()}
+    if any(arm.point for arm in arms):
+        report["sweep"] = sweep_rows(report)
+        report["sweep_finding"] = sweep_finding(report["sweep"], report["n_samples"]) if results else None
     return report
+
+
+def method_arm(arms) -> str:
+    """The arm the claims judge as CurioSFT: the one named `curiosft`, else the first CurioSFT arm at the paper's
+    constants (a sweep's point), else `curiosft` (not run: the claims that need it are inconclusive)."""
+    names = [arm.name for arm in arms]
+    return METHOD if METHOD in names else next((arm.name for arm in arms if arm.paper), METHOD)
+
+
+def sweep_rows(report: dict) -> list[dict]:
+    """One row per arm, every point of every grid included, in the recipe's order: `{"arm", "method", "point",
+    "paper", "seeds", "entropy_forks": ci, "nll": ci, "vs_reference": {"entropy_forks": ci, "nll": ci} or None}`
+    (SFT checkpoints; `vs_reference`: paired with `nll` on the same seeds, None for `nll` itself or without it), and
+    where the study evaluated, `"sft_pass", "grpo_avg", "grpo_pass": ci`, `"short_branch": {"sft", "grpo": ci or
+    None}` and `vs_reference["grpo_avg"]`. A ci is `stats.mean_ci`'s (accuracies as fractions); n = samples per
+    problem."""
+    evaluated, n = "eval" in report["stages"], report.get("n_samples")
+    rows = []
+    for name, arm in report["arms"].items():
+        s, d = sft_part(report, arm), report["paired"].get(name)
+        row = {"arm": name, "method": arm["method"], "point": arm["point"], "paper": arm["paper"],
+               "seeds": s["entropy"]["n"], "entropy_forks": s["entropy_forks"], "nll": s["nll"],
+               "vs_reference": d and {k: sft_part(report, d)[k] for k in ("entropy_forks", "nll")}}
+        if evaluated:
+            row |= {"sft_pass": arm["sft"]["pass"][n], "grpo_avg": arm["grpo"]["avg"],
+                    "grpo_pass": arm["grpo"]["pass"][n],
+                    "short_branch": {stage: arm[stage].get("short_branch") for stage in ("sft", "grpo")}}
+            if d:
+                row["vs_reference"]["grpo_avg"] = d["grpo"]["avg"]
+        rows.append(row)
+    return rows
+
+
+def sweep_finding(rows: list[dict], n: int) -> str:
+    """Where exploration kept during SFT starts to pay in RL, read from `sweep_rows`: the points whose post-GRPO
+    avg@n lies above NLL's (paired interval above 0), the lowest fork entropy after SFT first per method, and whether
+    CurioSFT's first such point costs less imitation (held-out NLL above NLL's) than the entropy bonus's: lower or
+    higher only where the two ΔNLL intervals do not overlap."""
+    points = [r for r in rows if r["vs_reference"]]
+    if not points:
+        return f"No point was paired with `{REFERENCE}` on the same seeds: nothing to compare."
+    forks = sorted(r["entropy_forks"]["mean"] for r in points)
+    pays = sorted((r for r in points if sign_verdict(r["vs_reference"]["grpo_avg"]) == HOLDS),
+                  key=lambda r: r["entropy_forks"]["mean"])
+    if not pays:
+        ref = next(r["entropy_forks"]["mean"] for r in rows if r["arm"] == REFERENCE)
+        why = " (one seed: no intervals)" if points[0]["vs_reference"]["grpo_avg"]["lo"] is None else ""
+        return (f"Nowhere on this grid{why}: none of the {len(points)} points ends GRPO with an avg@{n} above "
+                f"{REFERENCE}'s (paired 95% interval above 0), over fork entropies after SFT of "
+                f"{forks[0]:.3f}-{forks[-1]:.3f} nats ({REFERENCE}: {ref:.3f}).")
+    first = {}
+    for row in pays:  # lowest fork entropy first
+        first.setdefault(row["method"], row)
+
+    def described(r: dict) -> str:
+        v = r["vs_reference"]
+        return (f"{r['arm']} (H forks {r['entropy_forks']['mean']:.3f} nats, Δ avg@{n} {_pct(v['grpo_avg'])} points, "
+                f"Δ held-out NLL {format_ci(v['nll'])} nats)")
+
+    text = (f"Exploration kept during SFT starts to pay in RL at a fork entropy after SFT of "
+            f"{pays[0]['entropy_forks']['mean']:.3f} nats: {len(pays)} of {len(points)} points end GRPO above "
+            f"{REFERENCE}; the first of each method: {'; '.join(described(r) for r in first.values())}.")
+    curio, bonus = first.get(METHOD), first.get(BONUS)
+    if not (curio or bonus):
+        return text
+    if not (curio and bonus):
+        return text + f" Only {'CurioSFT' if curio else 'the entropy bonus'} gets there on this grid."
+    a, b = curio["vs_reference"]["nll"], bonus["vs_reference"]["nll"]
+    order = "lower" if a["hi"] < b["lo"] else "higher" if a["lo"] > b["hi"] else None  # pays: >= 2 seeds
+    return text + (f" CurioSFT gets there at a {order} imitation cost than the entropy bonus" if order else
+                   " CurioSFT's imitation cost there is not clearly different from the entropy bonus's") + (
+        f" (Δ held-out NLL {format_ci(a)} vs {format_ci(b)} nats, 95% intervals).")
 
 
 def _pct(ci: dict) -> str:
@@ -242,9 +327,12 @@ def markdown(report: dict) -> str:
         "(Student's t).", "",
     ]
     lines += entropy_tables(report) + (accuracy_tables(report) if evaluated else [])
+    lines += sweep_table(report) if "sweep" in report else []
     if report.get("gguf_source"):
         lines += [dequantised_caveat(report["base"] + " and every model trained from it", report["gguf_source"]), ""]
     v = report["verdicts"]
+    if report.get("method_arm", METHOD) != METHOD:
+        lines += [f"The claims judge `{report['method_arm']}` as CurioSFT: the paper's constants.", ""]
     lines += [f"- **Claim {i}** ({text.format(n=n, k=report.get('n_samples'))}): **{v[f'claim_{i}']}**"
               for i, text in enumerate(CLAIMS[: len(v)], 1)] + [""]
     if timings := report["timings_s"]:
@@ -317,18 +405,84 @@ def accuracy_tables(report: dict) -> list[str]:
         lines += ["", "Paired accuracy differences (same seed):", "",
                   *_head("difference", "seeds", *(f"Δ {s} {m}@{n}" for s in ("SFT", "GRPO") for m in ("avg", "pass")))]
         rows = [(f"{name} - {REFERENCE}", d) for name, d in report["paired"].items()]
-        rows += [(f"{METHOD} - {name}", d) for name, d in report["ablations"].items()]
+        rows += [(f"{report.get('method_arm', METHOD)} - {name}", d) for name, d in report["ablations"].items()]
         for label, d in rows:
             lines.append(_row(label, len(d["pairs"]), *(_pct(d[s][m]) if m == "avg" else _pct(d[s]["pass"][n])
                                                         for s in stages for m in ("avg", "pass"))))
     return lines + [""]
 
 
+def point_label(row: dict) -> str:
+    """`tau_max=5, kd_coef=4` (the point's values), `-` for an arm without a grid; `(paper)` at the paper's
+    constants."""
+    text = ", ".join(f"{k}={v}" for k, v in row["point"].items()) or "-"
+    return text + (" (paper)" if row["paper"] else "")
+
+
+def sweep_table(report: dict) -> list[str]:
+    """The sweep's section of `report.md`: one row per point (`sweep_rows`), then the computed finding."""
+    evaluated, n = "eval" in report["stages"], report.get("n_samples")
+    lines = ["## Dose-response: how much curiosity RL needs", "",
+             f"Every point of the recipe's grids (H forks: mean entropy after SFT at the base's forks, q"
+             f"{len(report['buckets'])}; NLL: held-out, what curiosity costs in imitation; Δ: paired with "
+             f"`{REFERENCE}` on the same seeds" + ("; accuracies and the short-branch share in %" if evaluated else "")
+             + "):", "",
+             *_head("arm", "method", "point", "seeds", "H forks", "held-out NLL", f"ΔNLL vs {REFERENCE}",
+                    *([f"SFT pass@{n}", f"GRPO avg@{n}", f"GRPO pass@{n}", f"Δ GRPO avg@{n} vs {REFERENCE}",
+                       "short branch SFT", "short branch GRPO"] if evaluated else []))]
+    for r in report["sweep"]:
+        d = r["vs_reference"] or {}
+        cells = [r["arm"], r["method"], point_label(r), r["seeds"], format_ci(r["entropy_forks"]), format_ci(r["nll"]),
+                 format_ci(d["nll"]) if d else ""]
+        if evaluated:
+            cells += [_pct(r["sft_pass"]), _pct(r["grpo_avg"]), _pct(r["grpo_pass"]),
+                      _pct(d["grpo_avg"]) if d else "", *(_pct(c) if c else "" for c in r["short_branch"].values())]
+        lines.append(_row(*cells))
+    if report.get("sweep_finding"):
+        lines += ["", f"**Where exploration starts to pay**: {report['sweep_finding']}", "",
+                  "![post-GRPO accuracy against fork entropy after SFT](dose_response.png)"]
+    return lines + [""]
+
+
+# one marker style (and colour) per method; any other method: a red diamond
+MARKERS, COLORS = {REFERENCE: "o", METHOD: "^", BONUS: "s"}, {REFERENCE: "black", METHOD: "C0", BONUS: "C1"}
+
+
+def draw_sweep(ax, report: dict) -> None:
+    """`dose_response.png`'s axes: avg@n after GRPO against fork entropy after SFT, one point per arm with its 95%
+    intervals on both axes, one marker per method, each point labelled with its values, the paper's constants
+    ringed, and NLL's accuracy as a dashed line."""
+    def err(ci: dict, scale: float = 1.0) -> list[list[float]]:
+        return [[scale * (ci["mean"] - ci["lo"]) if ci["lo"] is not None else 0.0],
+                [scale * (ci["hi"] - ci["mean"]) if ci["hi"] is not None else 0.0]]
+
+    labelled = set()
+    for i, r in enumerate(report["sweep"]):
+        x, y = r["entropy_forks"]["mean"], 100 * r["grpo_avg"]["mean"]
+        method = r["method"]
+        ax.errorbar([x], [y], xerr=err(r["entropy_forks"]), yerr=err(r["grpo_avg"], 100), capsize=3, ls="none",
+                    marker=MARKERS.get(method, "D"), color=COLORS.get(method, "C3"),
+                    label=None if method in labelled else method)
+        labelled.add(method)
+        text = ", ".join(f"{k}={v}" for k, v in r["point"].items()) or r["arm"]
+        # points that barely differ (NLL and the paper's, often) would print their labels over each other: staggered
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 10 * (i % 3 - 1)), fontsize=7, va="center")
+        if r["paper"]:
+            ax.plot([x], [y], "o", ms=16, mfc="none", mec="red", label="the paper's constants")
+        if r["arm"] == REFERENCE:
+            ax.axhline(y, color="grey", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel=f"entropy after SFT at the base's forks, q{len(report['buckets'])} (nats)",
+           ylabel=f"avg@{report['n_samples']} after GRPO (%)",
+           title="post-GRPO accuracy against exploration kept in SFT, 95% CI")
+
+
 def plots(report: dict, out: Path) -> list[str]:
     """The PNGs of the stages that ran, as file names: `entropy_by_bucket.png` (`score`: entropy after SFT against
     base-entropy bucket, every arm, left; each arm's `log(H / H_nll)` paired per seed, right: what claim 2 is judged
     on), and with `eval`, `pass_at_k.png` (after SFT | after GRPO, one curve per arm) and `grpo_reward.png` (GRPO
-    train reward per arm). 95% intervals; [] without matplotlib."""
+    train reward per arm), and for a sweep, `dose_response.png` (`draw_sweep`). 95% intervals; [] without
+    matplotlib."""
     try:
         import matplotlib
 
@@ -396,6 +550,10 @@ def plots(report: dict, out: Path) -> list[str]:
             ax.plot([s for s, _ in curve], [r for _, r in curve], label=name, color=colors[name])
     ax.set(xlabel="GRPO step", ylabel="train reward (mean over seeds)")
     save(fig, "grpo_reward.png", ax)
+    if "sweep" in report:
+        fig, ax = plt.subplots(figsize=(7, 5))
+        draw_sweep(ax, report)
+        save(fig, "dose_response.png", ax)
     return written
 
 
