@@ -1,6 +1,7 @@
-"""Sweeps in `make study` (issue 22, recipes/tiny/dose_response.yaml): a study arm's `grid:` expands to one ordinary
-arm per point (names, fields, the refusals of bad grids), the sweep's report on synthetic numbers (every point, the
-finding computed from the intervals, the plot), and a reduced sweep end to end that resumes without retraining."""
+"""Sweeps in `make study` (issue 22, recipes/tiny/study_dose_response.yaml): a study arm's `grid:` expands to one
+ordinary arm per point (names, fields, the refusals of bad grids), the sweep's report on synthetic numbers (every
+point, the finding computed from the intervals, the plot), and a reduced sweep end to end that resumes without
+retraining."""
 
 import json
 import subprocess
@@ -17,7 +18,7 @@ from curiosft_trl.study.report import study_report, sweep_finding, write_report
 from curiosft_trl.study.stats import mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
-DOSE = ROOT / "recipes" / "tiny" / "dose_response.yaml"
+DOSE = ROOT / "recipes" / "tiny" / "study_dose_response.yaml"
 POINTS = ["nll", "curiosft_tau_max1.5_kd_coef1", "curiosft_tau_max1.5_kd_coef4", "curiosft_tau_max5_kd_coef1",
           "curiosft_tau_max5_kd_coef4", "entropy_reg_entropy_coef0.1"]
 

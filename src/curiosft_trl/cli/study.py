@@ -5,7 +5,7 @@ and the evaluation of all of them, over seeds, with a verdict per claim: a study
     curiosft-study --config recipes/tiny/study.yaml                 # nll and curiosft, 3 seeds
     curiosft-study --config recipes/tiny/study.yaml --arms all      # every arm the recipe lists
     curiosft-study --config recipes/tiny/study.yaml --seeds 1       # one seed
-    curiosft-study --config recipes/tiny/dose_response.yaml         # a sweep: every point of the recipe's grids
+    curiosft-study --config recipes/tiny/study_dose_response.yaml   # a sweep: every point of its grids
 """
 
 import argparse
