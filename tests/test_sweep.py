@@ -19,6 +19,7 @@ from curiosft_trl.study.stats import mean_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 DOSE = ROOT / "recipes" / "tiny" / "study_dose_response.yaml"
+CURIO = {"sft_loss": "curiosft"}
 POINTS = ["nll", "curiosft_tau_max1.5_kd_coef1", "curiosft_tau_max1.5_kd_coef4", "curiosft_tau_max5_kd_coef1",
           "curiosft_tau_max5_kd_coef4", "entropy_reg_entropy_coef0.1"]
 
@@ -60,13 +61,14 @@ def test_default_arms_may_name_a_grid(tmp_path):
     assert cfg.default_arms == ["nll", "entropy_reg_entropy_coef0.1"]
 
 
-def test_the_recipe_parses_as_every_point_will_run():
+def test_each_point_is_parsed_as_its_run_will_be_before_anything_runs(tmp_path):
     from curiosft_trl.study.config import check_stage_recipes
 
     check_stage_recipes(load_study_config(str(DOSE)))  # each point's SFT flags through CurioSFTConfig: no error
-
-
-CURIO = {"sft_loss": "curiosft"}
+    # a value the loss refuses (tau_max below tau_min 1.1) is an error naming its point, not a failed run hours in
+    bad = write_recipe(tmp_path / "bad.yaml", arms={"curiosft": {**CURIO, "grid": {"tau_max": [1.5, 1.0]}}})
+    with pytest.raises(RecipeError, match=r"arms.curiosft_tau_max1.0 .*tau_min \(1.1\) must be <= tau_max \(1.0\)"):
+        check_stage_recipes(load_study_config(str(bad)))
 
 
 @pytest.mark.parametrize("arms, message", [
