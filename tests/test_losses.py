@@ -118,7 +118,9 @@ def test_custom_constants_are_honoured(solver):
 
 
 @pytest.mark.parametrize("bounds", [dict(tau_min=1.1, tau_max=1.5, temperature_top_k=512),
-                                    dict(tau_min=0.5, tau_max=3.0, temperature_top_k=20)])
+                                    dict(tau_min=0.5, tau_max=3.0, temperature_top_k=20),
+                                    # the dose-response study's widest bracket (recipes/tiny/study_dose_response.yaml)
+                                    dict(tau_min=1.1, tau_max=5.0, temperature_top_k=512)])
 def test_the_newton_solve_reaches_the_root_on_every_kind_of_row(bounds):
     # Gaussian and heavy-tailed (Gumbel) rows from near-uniform to near-one-hot: Newton's fixed number of steps lands
     # on the exact root (float32 output), where the authors' 20-step bisection is within its 0.4 / 2^21 interval
