@@ -11,11 +11,9 @@ dequantised GGUF values (for a Q4_1 file: 4-bit blocks, not the original weights
 The import is checked before anything is kept: the written checkpoint, reloaded, gives logits equal to the GGUF-loaded
 model's on a probe text (the max abs difference is recorded; anything but 0.0 is an error), and its tokenizer gives
 the same ids. It is written to a temporary folder beside `output_dir` and renamed into place, with the marker
-`gguf_import.json` written last, so `output_dir` is either absent or complete; a complete import of the same file is
-not redone.
+`gguf_import.json` written last, so `output_dir` is either absent or complete.
 """
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -25,6 +23,7 @@ import time
 from pathlib import Path
 
 from .errors import DataError
+from .files import atomic_write_text, file_sha256
 
 GGUF_MAGIC = b"GGUF"
 MARKER = "gguf_import.json"
@@ -100,14 +99,6 @@ def supported_architectures() -> set[str]:
     return set(GGUF_SUPPORTED_ARCHITECTURES) | set(GGUF_ARCHS)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def completed_import(output_dir: Path) -> dict | None:
     """The marker of a complete import in `output_dir`, or None."""
     try:
@@ -178,22 +169,21 @@ def model_card(source: dict) -> str:
 
 def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, force: bool = False,
                 log=print) -> Path:
-    """Write the GGUF at `gguf_path` to `output_dir` as a safetensors checkpoint with its tokenizer and chat template
-    (see the module docstring); returns `output_dir`.
+    """Import the GGUF at `gguf_path` into `output_dir` (see the module docstring); returns `output_dir`.
 
     Bad input (a missing file, a file that is not GGUF, an architecture transformers cannot load, an `output_dir`
     that holds something else) is one `DataError` before any model loads. A complete import of the same file
-    (same sha256) by this version of the importer is kept as it is; one by another version is replaced; `force`
-    imports again and replaces whatever `output_dir` holds."""
+    (same sha256) by this version of the importer is kept; one by another version is replaced; `force` replaces
+    whatever `output_dir` holds."""
     path = check_gguf_file(gguf_path)
     output_dir = Path(output_dir).expanduser()
     if output_dir.is_file():
         raise DataError(f"{output_dir}: is a file; expected a folder to write the checkpoint to.")
-    header = gguf_header(path)
-    if header["architecture"] not in supported_architectures():
+    header, known = gguf_header(path), supported_architectures()
+    if header["architecture"] not in known:
         raise DataError(f"{path}: GGUF architecture `{header['architecture']}` cannot be loaded by transformers "
-                        f"(it loads {', '.join(sorted(supported_architectures()))}).")
-    digest = sha256(path)
+                        f"(it loads {', '.join(sorted(known))}).")
+    digest = file_sha256(path)
     done = completed_import(output_dir)
     if output_dir.exists() and not force:
         same_file = done is not None and done.get("sha256") == digest
@@ -236,10 +226,9 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
             raise DataError(f"{path}: the written checkpoint's logits differ from the GGUF model's by up to {diff}.")
         marker = {**source, "import_version": IMPORT_VERSION, "probe_tokens": ids.shape[1], "max_abs_logit_diff": diff,
                   "seconds": round(time.time() - start, 1)}
-        (staging / (MARKER + ".tmp")).write_text(json.dumps(marker, indent=2) + "\n")
-        os.replace(staging / (MARKER + ".tmp"), staging / MARKER)  # last: the folder is complete
+        atomic_write_text(staging / MARKER, json.dumps(marker, indent=2) + "\n")  # last: the folder is complete
         os.chmod(staging, 0o755)  # mkdtemp makes it private
-        _move_into_place(staging, output_dir)
+        _move_into_place(staging, output_dir, digest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"Imported {path.name} to {output_dir} in {time.time() - start:.0f}s "
@@ -247,16 +236,15 @@ def import_gguf(gguf_path: str | os.PathLike, output_dir: str | os.PathLike, *, 
     return output_dir
 
 
-def _move_into_place(staging: Path, output_dir: Path) -> None:
+def _move_into_place(staging: Path, output_dir: Path, digest: str) -> None:
     """Rename `staging` to `output_dir`; an existing `output_dir` (one being replaced) is moved aside first and
     removed after, so `output_dir` never holds a partly written import. If another process put the same import
-    there meanwhile (two `make smol` at once), its copy is kept."""
+    there meanwhile (two `make smol` at once: the same `digest`), its copy is kept."""
     if not output_dir.exists():
         try:
             os.rename(staging, output_dir)
         except OSError:
-            done, ours = completed_import(output_dir), json.loads((staging / MARKER).read_text())
-            if done is None or done.get("sha256") != ours["sha256"]:
+            if (completed_import(output_dir) or {}).get("sha256") != digest:
                 raise
         return
     old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.replaced-", dir=output_dir.parent))
