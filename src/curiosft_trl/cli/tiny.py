@@ -8,15 +8,8 @@ import argparse
 import time
 
 from ..known_warnings import quiet_known_warnings
-from ..tiny.base import (
-    BASE_VERSION,
-    BUILD_TIME,
-    BUSY_MACHINE_HINT,
-    STEPS,
-    ensure_tiny_base,
-    ensure_tiny_data,
-    is_complete,
-)
+from ..tiny.base import (BASE_VERSION, BUILD_TIME, BUSY_MACHINE_HINT, STEPS, ensure_tiny_base, ensure_tiny_data,
+                         is_complete)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,6 @@ enough for its last skill, copying the next term of the problem at the start of 
 `STEPS`).
 """
 
-import json
 import math
 import os
 import random
@@ -29,6 +28,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from curiosft_trl.errors import DataError
+from curiosft_trl.files import read_jsonl
 from curiosft_trl.prompts import prompt_messages, think_completion
 from curiosft_trl.tiny.model import build_tiny_model
 from curiosft_trl.tiny.task import (
@@ -111,33 +112,24 @@ def pretraining_batch(tokenizer, rng: random.Random, batch_size: int = BATCH_SIZ
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
-def pretrain(
-    model,
-    tokenizer,
-    steps: int = STEPS,
-    seed: int = SEED,
-    batch_size: int = BATCH_SIZE,
-    lr: float = LR,
-    warmup: int = WARMUP,
-    log_every: int = 100,
-    progress: bool = True,
-) -> list[float]:
-    """Causal-LM pretraining with AdamW on `steps` fresh batches; returns the loss curve. Shows a progress bar with
-    the ETA and the recent loss (tqdm, like training's), and keeps a line every `log_every` steps above it."""
+def pretrain(model, tokenizer, steps: int = STEPS, log_every: int = 100) -> list[float]:
+    """Causal-LM pretraining with AdamW on `steps` fresh batches (the schedule's constants above); returns the loss
+    curve. Shows a progress bar with the ETA and the recent loss (tqdm, like training's), and keeps a line every
+    `log_every` steps above it."""
     from tqdm.auto import tqdm
 
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    torch.manual_seed(SEED)
+    rng = random.Random(SEED)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01, betas=(0.9, 0.95))
     # Linear warmup then cosine decay to 10% of lr.
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
+        opt, lambda s: min(1.0, (s + 1) / WARMUP) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
     )
     model.train()
     losses, t0 = [], time.time()
-    bar = tqdm(range(steps), desc="tiny base pretraining", unit="step", disable=not progress, mininterval=1.0)
+    bar = tqdm(range(steps), desc="tiny base pretraining", unit="step", mininterval=1.0)
     for step in bar:
-        loss = model(**pretraining_batch(tokenizer, rng, batch_size)).loss
+        loss = model(**pretraining_batch(tokenizer, rng)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -146,7 +138,7 @@ def pretrain(
         losses.append(loss.item())
         if (step + 1) % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / 10:.3f}", refresh=False)
-        if log_every and (step + 1) % log_every == 0:
+        if (step + 1) % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
             elapsed = time.time() - t0
             bar.write(f"tiny base pretraining: step {step + 1}/{steps} loss {recent:.3f} ({elapsed:.0f}s)")
@@ -184,7 +176,6 @@ def ensure_tiny_base(cache_dir: str | Path, *, force: bool = False) -> Path:
         build_tiny_model(tmp, seed=SEED)
         model = AutoModelForCausalLM.from_pretrained(tmp)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
-        # 0.35-0.41 s a step on 2 quiet cores (see STEPS); BUSY_MACHINE_HINT for a shared machine
         losses = pretrain(model, tokenizer)
         model.save_pretrained(tmp)
         (tmp / COMPLETE_MARKER).write_text(f"{BASE_VERSION} steps={len(losses)} final_loss={losses[-1]:.4f}\n")
@@ -210,19 +201,13 @@ def ensure_tiny_data(data_dir: str | Path) -> dict[str, Path]:
         # make_split is a seeded stream, so its first rows do not depend on how many rows are asked for; one
         # round of levels tells files of another level mix apart.
         head = make_split(split, len(LEVELS), seed, "canonical", DATA_LEVELS[name])
-        if path.exists() and _head(path, len(head)) == head:
-            continue
-        write_jsonl(make_split(split, DATA_SIZES[name], seed, "canonical", DATA_LEVELS[name]), path)
+        try:
+            current = read_jsonl(path)[:len(head)] if path.exists() else None
+        except DataError:  # not JSON lines: rewritten
+            current = None
+        if current != head:
+            write_jsonl(make_split(split, DATA_SIZES[name], seed, "canonical", DATA_LEVELS[name]), path)
     return paths
-
-
-def _head(path: Path, n: int) -> list[dict] | None:
-    with open(path) as f:
-        lines = [f.readline() for _ in range(n)]
-    try:
-        return [json.loads(line) for line in lines]
-    except json.JSONDecodeError:
-        return None
 
 
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -288,7 +273,3 @@ def main() -> None:
     print(f"greedy accuracy per level within the {TOKEN_BUDGET}-token budget:", greedy_accuracy(model, tokenizer, rows))
     print("greedy accuracy per level without it:", greedy_accuracy(model, tokenizer, rows, max_new_tokens=256))
     print("mean entropy (nats):", choice_point_entropy(model, tokenizer, rows[:100]))
-
-
-if __name__ == "__main__":
-    main()

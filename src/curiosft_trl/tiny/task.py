@@ -34,12 +34,11 @@ that fit `TOKEN_BUDGET` = 128 tiny-tokenizer tokens, canonical vs shortest: leve
 """
 
 import hashlib
-import json
-import os
 import random
 import re
 from pathlib import Path
 
+from curiosft_trl.files import atomic_write_text, json_line
 from curiosft_trl.prompts import think_completion
 
 # The tiny model's system prompt. LUFFY's SYSTEM_PROMPT is ~150 tokens, which would dominate a tiny model's
@@ -163,8 +162,7 @@ def make_split(split: str, n: int, seed: int, strategy: str = "canonical", level
     # Mixing the split into the seed keeps train/test streams unrelated even for equal seeds.
     rng = random.Random(f"{split}-{seed}")
     rows, seen = [], set()
-    max_tries = 1000 * max(n, 1)
-    for _ in range(max_tries):
+    for _ in range(1000 * max(n, 1)):
         if len(rows) == n:
             return rows
         row = generate_problem(rng, levels[len(rows) % len(levels)])
@@ -178,11 +176,5 @@ def make_split(split: str, n: int, seed: int, strategy: str = "canonical", level
 
 def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     """Write rows as JSON lines, atomically (a reader never sees a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-    return path
+    atomic_write_text(path, "".join(map(json_line, rows)))
+    return Path(path)

@@ -57,33 +57,20 @@ def build_tokenizer(out_dir: str | Path | None = None, vocab_size: int = VOCAB_S
     """Train the tiny BPE (deterministic), attach special tokens and the chat template; save to `out_dir`."""
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_training_corpus(), trainer=trainer)
     # `<think>` tags are ordinary (non-special) added tokens: they must survive `skip_special_tokens=True`.
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
 
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        unk_token=None,
-        bos_token=None,
-        additional_special_tokens=[BOS_TOKEN],
-        model_max_length=1024,
-        padding_side="right",
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, unk_token=None,
+                                        bos_token=None, additional_special_tokens=[BOS_TOKEN], model_max_length=1024,
+                                        padding_side="right")
     tokenizer.chat_template = CHAT_TEMPLATE
     if out_dir is not None:
         tokenizer.save_pretrained(out_dir)
