@@ -61,7 +61,7 @@ def load_yaml_data(path: str | Path, what: str = "recipe", error: type[ValueErro
             node = loader.get_single_node()
             if node is not None and _expanded_size(node, {}) > MAX_RECIPE_NODES:
                 raise error(f"{path}: its aliases (`*name`) expand to more than {MAX_RECIPE_NODES:,} values; "
-                                  f"a {what} is plain settings.")
+                            f"a {what} is plain settings.")
             return None if node is None else loader.construct_document(node)
         finally:
             loader.dispose()
@@ -204,6 +204,7 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
             raise RecipeError("--config: expected a recipe path.")
         recipe = argv[index + 1] = str(resolve_recipe(argv[index + 1]))
         keys = read_recipe(recipe)
+    flags = {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")} - {"config"}  # the keys given as flags
     parser = TrlParser(dataclass_types)
     parser.exit_on_error = False  # a bad value raises instead of printing the whole usage and exiting
     # TRL reads the recipe file again and makes its values the defaults that flags override: give it the values
@@ -214,14 +215,12 @@ def parse_recipe(dataclass_types: tuple, argv: list[str] | None) -> tuple:
         parsed = parser.parse_args_and_config(args=argv)
     except argparse.ArgumentError as e:
         key = (e.argument_name or "").split("/")[0].lstrip("-")
-        flags = {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")}
         source = recipe if key in keys and key not in flags else "command line"
         raise RecipeError(f"{source}: {key}: {e.message}.") from None
     except ValueError as e:  # unknown keys, `__post_init__` checks: all before anything is written
-        flags = [a for a in argv if a.startswith("--") and a != "--config"]
         source = "command line" if recipe is None else recipe if not flags else f"{recipe} or the command line"
         raise RecipeError(f"{source}: {e}") from None
-    check_input_paths(parsed, {a.split("=")[0].lstrip("-") for a in argv if a.startswith("--")})
+    check_input_paths(parsed, flags)
     return parsed
 
 

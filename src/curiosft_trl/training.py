@@ -51,10 +51,7 @@ class DivergenceGuard(TrainerCallback):
         bad = {k: v for k, v in (logs or {}).items()
                if k in ("loss", "grad_norm") and isinstance(v, (int, float)) and not math.isfinite(v)}
         if bad:
-            values = ", ".join(f"{k} {v}" for k, v in bad.items())
-            raise TrainingDiverged(f"training diverged at step {state.global_step}: {values}. Nothing was saved from "
-                                   "this step on; lower the learning_rate (or check the data) and run again, which "
-                                   "resumes from the last complete checkpoint.")
+            raise _diverged(f"at step {state.global_step}: " + ", ".join(f"{k} {v}" for k, v in bad.items()))
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if control.should_save and model is not None:
@@ -64,9 +61,12 @@ class DivergenceGuard(TrainerCallback):
 def _refuse_nonfinite(model: torch.nn.Module, step: int) -> None:
     name = nonfinite_parameter(model)
     if name is not None:
-        raise TrainingDiverged(f"training diverged by step {step}: the weight {name} is not finite. Nothing was "
-                               "saved from this step on; lower the learning_rate and run again, which resumes from "
-                               "the last complete checkpoint.")
+        raise _diverged(f"by step {step}: the weight {name} is not finite")
+
+
+def _diverged(when: str) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged {when}. Nothing was saved from this step on; lower the learning_rate "
+                            "(or check the data) and run again, which resumes from the last complete checkpoint.")
 
 
 def check_counts(training_args, script_args=None) -> None:
@@ -196,12 +196,10 @@ def run_settings(*arg_groups) -> dict:
     settings = {}
     for args in arg_groups:
         names = {f.name for f in dataclasses.fields(args)}
+        own = set()
         if type(args).__module__.startswith("curiosft_trl."):
-            parent = {f.name for f in dataclasses.fields(type(args).__mro__[1])}
-            names_own = names - parent - NOT_DEFINING
-        else:
-            names_own = set()
-        for name in sorted(names & set(DEFINING_KEYS) | names_own):
+            own = names - {f.name for f in dataclasses.fields(type(args).__mro__[1])} - NOT_DEFINING
+        for name in sorted(names & set(DEFINING_KEYS) | own):
             settings[name] = json.loads(json.dumps(getattr(args, name), default=str))
     return settings
 
@@ -257,14 +255,14 @@ def resume_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
     decision = [None]
     if trainer.accelerator.is_main_process:
         try:
-            decision = [("ok", _choose_checkpoint(trainer, training_args, fresh_start))]
+            decision = [_choose_checkpoint(trainer, training_args, fresh_start)]
         except RecipeError as e:
-            decision = [("error", str(e))]
-    decision = broadcast_object_list(decision) if trainer.accelerator.num_processes > 1 else decision
-    kind, value = decision[0]
-    if kind == "error":
-        raise RecipeError(value)
-    return value
+            decision = [e]
+    if trainer.accelerator.num_processes > 1:
+        decision = broadcast_object_list(decision)
+    if isinstance(decision[0], RecipeError):
+        raise RecipeError(str(decision[0]))
+    return decision[0]
 
 
 def _choose_checkpoint(trainer, training_args, fresh_start: bool) -> str | None:
