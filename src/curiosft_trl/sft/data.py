@@ -44,16 +44,11 @@ def to_prompt_completion(dataset: Dataset, source: str, system_prompt: str | Non
     """Rows of any accepted layout -> `{"prompt": [...], "completion": [...]}`; errors name the source and row."""
     columns = set(dataset.column_names)
 
-    if {"prompt", "completion"} <= columns:
-        read = ("prompt", "completion")
+    if {"prompt", "completion"} <= columns or {"prompt", "target"} <= columns:
+        read = ("prompt", "completion" if "completion" in columns else "target")
 
         def convert(row):
-            return {"prompt": row["prompt"], "completion": row["completion"]}
-    elif {"prompt", "target"} <= columns:
-        read = ("prompt", "target")
-
-        def convert(row):
-            return {"prompt": row["prompt"], "completion": row["target"]}
+            return {"prompt": row["prompt"], "completion": row[read[1]]}
     elif "messages" in columns:
         read = ("messages",)
 
@@ -101,14 +96,8 @@ def to_prompt_completion(dataset: Dataset, source: str, system_prompt: str | Non
     return dataset.map(convert_checked, with_indices=True, remove_columns=dataset.column_names)
 
 
-def load_sft_dataset(
-    name_or_path: str,
-    *,
-    split: str = "train",
-    config: str | None = None,
-    system_prompt: str | None = SYSTEM_PROMPT,
-    max_samples: int | None = None,
-) -> Dataset:
+def load_sft_dataset(name_or_path: str, *, split: str = "train", config: str | None = None,
+                     system_prompt: str | None = SYSTEM_PROMPT, max_samples: int | None = None) -> Dataset:
     """Load and shape an SFT dataset (see module docstring); `max_samples` keeps the first rows."""
     dataset = load_raw_dataset(name_or_path, split=split, config=config, max_samples=max_samples)
     return to_prompt_completion(dataset, source=name_or_path, system_prompt=system_prompt)
@@ -154,14 +143,9 @@ def truncation_counts(lengths: list[int], completion_starts: list[int], max_leng
     A row of `length` tokens whose completion starts at token `start` is cut when `length > max_length`; TRL keeps
     tokens `[0, max_length)` (`keep_start`) or the last `max_length` (`keep_end`), and the row keeps no completion
     token when that span ends at or before `start`."""
-    cut = lost = 0
-    for length, start in zip(lengths, completion_starts, strict=True):
-        if length <= max_length:
-            continue
-        cut += 1
-        kept_end = max_length if truncation_mode == "keep_start" else length
-        lost += kept_end <= start
-    return cut, lost
+    cut = [(length, start) for length, start in zip(lengths, completion_starts, strict=True) if length > max_length]
+    lost = sum((max_length if truncation_mode == "keep_start" else length) <= start for length, start in cut)
+    return len(cut), lost
 
 
 def report_truncation(trainer, train_dataset, training_args) -> None:
