@@ -14,12 +14,9 @@ def run_cli(main: Callable[[], None]) -> None:
     quiet_known_warnings()
     try:
         main()
-    except (RecipeError, DataError, FileNotFoundError) as e:
+    except (RecipeError, DataError, FileNotFoundError, RunError) as e:
         print(f"error: {_capped(str(e))}", file=sys.stderr)
-        sys.exit(2)
-    except RunError as e:
-        print(f"error: {_capped(str(e))}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(1 if isinstance(e, RunError) else 2)
 
 
 MAX_ERROR_CHARS = 4000  # a message that quotes a huge value (a pasted file, an expanded YAML alias) stays readable

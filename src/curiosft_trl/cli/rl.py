@@ -42,23 +42,14 @@ def train(script_args, training_args, model_args, reward_funcs) -> None:
     training.check_free_space(training_args.output_dir, model_args.model_name_or_path, with_teacher=False)
     if not script_args.dataset_name:
         raise RecipeError("dataset_name is required (a hub id or a local JSONL/JSON/parquet path of RL prompts).")
-    train_dataset = load_rl_dataset(
-        script_args.dataset_name,
-        split=script_args.dataset_train_split,
-        config=script_args.dataset_config,
-        system_prompt=script_args.system_prompt,
-        max_samples=script_args.max_train_samples,
-    )
+    train_dataset = load_rl_dataset(script_args.dataset_name, split=script_args.dataset_train_split,
+                                    config=script_args.dataset_config, system_prompt=script_args.system_prompt,
+                                    max_samples=script_args.max_train_samples)
     training_args.model_init_kwargs = training.model_init_kwargs(model_args, training_args)
     from ..rl.trainer import CurioGRPOTrainer  # after validation: importing the trainer stack takes seconds
 
-    trainer = CurioGRPOTrainer(
-        model=model_args.model_name_or_path,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        peft_config=get_peft_config(model_args),
-    )
+    trainer = CurioGRPOTrainer(model=model_args.model_name_or_path, reward_funcs=reward_funcs, args=training_args,
+                               train_dataset=train_dataset, peft_config=get_peft_config(model_args))
     training.train_and_save(trainer, training_args, script_args.fresh_start, settings)
 
 
