@@ -2,9 +2,9 @@
 
 Syncing is TRL's `SyncRefModelCallback` (TR-DPO semantics: every `ref_model_sync_steps` optimizer steps,
 `theta_T <- (1 - alpha) * theta_T + alpha * theta_S`, gathering ZeRO-3 parameters), restricted to the student's
-trainable parameters (`TeacherSyncCallback`). What TRL does not
-do, and the authors' code does not either, is keep the teacher across a restart: `save_teacher` /
-`load_teacher` write it to `checkpoint-N/teacher/` so that a resumed run continues with the same teacher.
+trainable parameters (`TeacherSyncCallback`). What TRL does not do, and the authors' code does not either, is keep
+the teacher across a restart: `save_teacher` / `load_teacher` write it to `checkpoint-N/teacher/` so that a resumed
+run continues with the same teacher.
 """
 
 from contextlib import contextmanager, nullcontext
@@ -98,10 +98,9 @@ def load_teacher(teacher: torch.nn.Module, checkpoint_dir: str | Path, names: se
     a silent re-init."""
     path = Path(checkpoint_dir) / TEACHER_DIR / TEACHER_WEIGHTS
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing: this checkpoint has no CurioSFT teacher, so resuming from it would silently restart "
-            "the teacher from the student. Resume from a checkpoint written by CurioSFTTrainer, or start fresh."
-        )
+        raise FileNotFoundError(f"{path} is missing: this checkpoint has no CurioSFT teacher, so resuming from it "
+                                "would silently restart the teacher from the student. Resume from a checkpoint written "
+                                "by CurioSFTTrainer, or start fresh.")
     params = _selected(teacher, names)
     # Read one tensor at a time (no full state dict in host memory); under ZeRO-3 only rank 0 reads, and each
     # gathered parameter is broadcast from it on leaving `_gathered`
