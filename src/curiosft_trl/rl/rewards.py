@@ -203,9 +203,7 @@ def _is_reward_function(func) -> bool:
     if not inspect.isfunction(func):
         return False
     params = inspect.signature(func).parameters.values()
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-    required = [p.name for p in params if p.default is inspect.Parameter.empty
-                and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                               inspect.Parameter.KEYWORD_ONLY)]
-    names_completions = any(p.name == "completions" and p.kind is not inspect.Parameter.VAR_KEYWORD for p in params)
-    return takes_kwargs and names_completions and set(required) <= {"completions", "prompts", "completion_ids"}
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params)
+    required = {p.name for p in params if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    names_completions = any(p.name == "completions" and p.kind is not p.VAR_KEYWORD for p in params)
+    return takes_kwargs and names_completions and required <= {"completions", "prompts", "completion_ids"}

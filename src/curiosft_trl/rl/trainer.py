@@ -1,8 +1,8 @@
 """`CurioGRPOTrainer`: TRL's `GRPOTrainer` plus two metrics of the paper's RL stage, `pass@G` and `grader_timeouts`.
 
-One seam is overridden, `_calculate_rewards`, which returns the rewards of the whole rollout batch gathered over
-processes, `(B * G, F)` for B prompts, G = `num_generations` samples each and F reward functions, rows grouped by
-prompt. From it:
+Both come from `_calculate_rewards`, which returns the rewards of the whole rollout batch gathered over processes,
+`(B * G, F)` for B prompts, G = `num_generations` samples each and F reward functions, rows grouped by prompt, and
+are appended to `self._metrics[mode]` like TRL's own metrics (averaged over each logging window):
 
 - `pass@G`: the fraction of prompts with at least one correct completion among its G samples, where a completion is
   correct when its (weighted) total reward is > 0 (our rewards are 1/0 verifiers). Next to TRL's `reward` (the mean,
@@ -10,11 +10,8 @@ prompt. From it:
 - `grader_timeouts`: completions of the rollout batch (all processes) whose grading timed out and scored 0.0
   (`curiosft_trl.rl.rewards.timeouts()`).
 
-A reward function that scores no completion of a batch (all `None`/NaN) or any with an infinity stops the run with
-one error naming it (`check_rewards`).
-
-Both are appended to `self._metrics[mode]` like TRL's own metrics and averaged over each logging window. Its model
-card names a local base model (an SFT checkpoint) instead of TRL's "None" (`model_card.name_base_model`).
+A reward function that scores no completion of a batch or any with an infinity stops the run (`check_rewards`). The
+model card names a local base model (an SFT checkpoint) instead of TRL's "None" (`model_card.name_base_model`).
 """
 
 from pathlib import Path
