@@ -315,4 +315,4 @@ def test_make_sft_prints_the_recipe_header_with_its_times_before_it_runs():
     shown = subprocess.run(lines[-2], shell=True, cwd=root, capture_output=True, text=True).stdout
     assert lines[-1].split()[-2:] == ["--config", "recipes/tiny/curiosft.yaml"]
     assert shown.startswith("# Tiny default: CurioSFT") and "# Run: make sft" in shown
-    assert "8-10 min on 2 quiet cores" in shown and "OMP_NUM_THREADS=1" in shown and "measured 248-253 s" in shown
+    assert "8-10 min on 2 quiet cores" in shown and "OMP_NUM_THREADS=1" in shown and "measured 199 s of training" in shown
