@@ -29,6 +29,12 @@ def test_a_key_given_twice_inside_a_nested_mapping_is_refused(tmp_path):
         read_recipe(str(path))
 
 
+def test_a_key_given_twice_on_one_line_is_refused(tmp_path):
+    path = write(tmp_path, "model_init_kwargs: {dtype: float32, dtype: bfloat16}\n")
+    with pytest.raises(RecipeError, match=r"`dtype` is given twice \(first on line 1\)"):
+        read_recipe(str(path))
+
+
 def test_a_merge_key_may_repeat_what_it_merges(tmp_path):
     path = write(tmp_path, "base: &b {seed: 1, max_steps: 2}\nrun:\n  <<: *b\n  seed: 3\n")
     assert read_recipe(str(path))["run"] == {"seed": 3, "max_steps": 2}

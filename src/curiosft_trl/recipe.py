@@ -29,12 +29,13 @@ class _RecipeLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line + 1)
+                first = seen.setdefault(key, key_node)
             except TypeError:  # an unhashable key: the base constructor reports it
                 continue
-            if first != key_node.start_mark.line + 1:
+            if first is not key_node:  # also on one line: `{a: 1, a: 2}`
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"`{key}` is given twice (first on line {first})", key_node.start_mark)
+                    None, None, f"`{key}` is given twice (first on line {first.start_mark.line + 1})",
+                    key_node.start_mark)
         return super().construct_mapping(node, deep)
 
 
