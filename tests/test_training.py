@@ -161,6 +161,26 @@ def test_an_unwritable_output_dir_is_refused_before_the_model_loads(tmp_path, mo
         sft_main(["--config", str(sft_recipe(tmp_path, tiny_model_dir, tiny_sft_file))])
 
 
+def test_a_rank_of_a_launch_leaves_the_output_dir_it_checked(tmp_path, monkeypatch):
+    """In a launch of two processes, rank 1's writability check must not remove the new folder again: rank 0 may
+    have just made it for its lock file (CI once failed test_two_processes_gloo on exactly that: 'cannot create the
+    lock file .../out/training.lock: No such file or directory'). A single process still cleans up after itself."""
+    from curiosft_trl.training import check_training_output, training_lock
+
+    check_training_output(str(tmp_path / "alone" / "out"))
+    assert not (tmp_path / "alone").exists()
+
+    out = tmp_path / "launch" / "out"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    check_training_output(str(out))
+    assert out.is_dir()
+    monkeypatch.setenv("RANK", "0")
+    with training_lock(str(out)):
+        assert (out / "training.lock").is_file()
+    assert out.is_dir()
+
+
 def test_too_little_free_space_for_one_checkpoint_is_refused_before_the_model_loads(tmp_path, monkeypatch,
                                                                                     tiny_model_dir, tiny_sft_file):
     import shutil

@@ -121,9 +121,12 @@ def check_training_output(output_dir: str) -> None:
 @contextmanager
 def _removed_if_left_empty(folder: str | Path) -> Iterator[None]:
     """The folders of `folder`'s path that do not exist yet are removed again after the block where it left them
-    empty: a run refused by a check, or stopped before writing anything, leaves no folder behind."""
+    empty: a run refused by a check, or stopped before writing anything, leaves no folder behind. Not in a launch of
+    several processes (`WORLD_SIZE` > 1): there another rank may be creating its lock or probe file in the folder
+    at that instant, and removing it under that rank fails the whole launch."""
     path = Path(folder).expanduser()
-    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    created = [] if several else [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         yield
     finally:
